@@ -1,0 +1,9 @@
+//! OAuth2 resource server: bearer JWTs verified against the issuer's JWKS.
+
+pub mod dev;
+pub mod jwks;
+pub mod principal;
+pub mod verifier;
+
+pub use principal::{Principal, READ_SCOPE};
+pub use verifier::Verifier;

@@ -1,0 +1,163 @@
+//! The rules an access token must pass: a signature by a key of the issuer's JWKS with an
+//! algorithm the server allows (never the one the token asks for), `exp` always, `nbf` when
+//! present, `iss` and `aud` required when configured, and an organization claim.
+//! HS256 is accepted only with the development secret, and only verified with it.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::jwks::JwksCache;
+use super::principal::Principal;
+use crate::config::AuthConfig;
+
+/// Longest token we even look at.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+pub struct Verifier {
+    config: AuthConfig,
+    jwks: Option<JwksCache>,
+    dev_key: Option<DecodingKey>,
+}
+
+impl Verifier {
+    pub fn new(config: AuthConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.jwks_url.is_some() || config.dev_secret.is_some(),
+            "no way to verify tokens: set OAUTH_JWKS_URL (or OAUTH_DEV_SECRET for development)"
+        );
+        let jwks = config
+            .jwks_url
+            .clone()
+            .map(|url| JwksCache::new(url, config.jwks_min_refresh, config.jwks_max_age))
+            .transpose()?;
+        let dev_key = config
+            .dev_secret
+            .as_deref()
+            .map(|secret| DecodingKey::from_secret(secret.as_bytes()));
+        Ok(Self {
+            config,
+            jwks,
+            dev_key,
+        })
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Verifies `token` and returns who it speaks for, or the reason it is refused.
+    pub async fn verify(&self, token: &str) -> Result<Principal, String> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err("the token is too large".to_owned());
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| "the token is malformed or uses an unsupported algorithm".to_owned())?;
+        let algorithm = header.alg;
+        let dev_key;
+        let jwks_key;
+        let key: &DecodingKey = if algorithm == Algorithm::HS256 {
+            dev_key = self
+                .dev_key
+                .as_ref()
+                .ok_or_else(|| "the algorithm HS256 is not accepted".to_owned())?;
+            dev_key
+        } else {
+            if !self.config.algorithms.contains(&algorithm) {
+                return Err(format!("the algorithm {algorithm:?} is not accepted"));
+            }
+            let jwks = self
+                .jwks
+                .as_ref()
+                .ok_or_else(|| format!("the algorithm {algorithm:?} is not accepted"))?;
+            jwks_key = jwks
+                .key(header.kid.as_deref())
+                .await
+                .ok_or_else(|| "the token's signing key is unknown".to_owned())?;
+            if !jwks_key.algorithms.contains(&algorithm) {
+                return Err("the token's algorithm does not match its key".to_owned());
+            }
+            &jwks_key.key
+        };
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            key,
+            &self.validation(algorithm),
+        )
+        .map_err(|err| reason(err.kind()))?
+        .claims;
+        self.principal(&claims)
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &self.config.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.config.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+
+    fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, String> {
+        let claim = &self.config.org_claim;
+        let organization_id = match claims.get(claim) {
+            Some(Value::String(org)) if !org.is_empty() && org.chars().count() <= 128 => {
+                org.clone()
+            }
+            _ => return Err(format!("the token has no valid '{claim}' claim")),
+        };
+        let mut scopes: Vec<String> = Vec::new();
+        if let Some(Value::String(scope)) = claims.get("scope") {
+            scopes.extend(scope.split_whitespace().map(str::to_owned));
+        }
+        match claims.get("scp") {
+            Some(Value::Array(items)) => scopes.extend(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            ),
+            Some(Value::String(scp)) => scopes.extend(scp.split_whitespace().map(str::to_owned)),
+            _ => {}
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Principal {
+            organization_id,
+            scopes,
+            subject,
+        })
+    }
+}
+
+/// A reason safe to tell the caller (it names no key material and no internals).
+fn reason(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet".to_owned(),
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted".to_owned(),
+        ErrorKind::InvalidAudience => "the token's audience is not accepted".to_owned(),
+        ErrorKind::InvalidSignature => "the token's signature is invalid".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no '{claim}' claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the token's '{claim}' claim is malformed"),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted".to_owned(),
+        _ => "the token is invalid".to_owned(),
+    }
+}

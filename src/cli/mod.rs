@@ -1,0 +1,109 @@
+//! The subcommands of `usage-api`, one file each.
+
+pub mod accounts;
+pub mod demo;
+pub mod ingest;
+pub mod migrate;
+pub mod rollup;
+pub mod serve;
+pub mod token;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+
+use crate::config::DatabaseArgs;
+use crate::db;
+
+#[derive(Debug, Parser)]
+#[command(name = "usage-api", version, about = "Month-aggregated usage per product, per account, as a paged HAL+JSON API behind OAuth2")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (applies pending migrations first unless --no-migrate).
+    Serve(serve::ServeArgs),
+    /// Apply the embedded database migrations.
+    Migrate(migrate::MigrateArgs),
+    /// Organizations and accounts.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
+    /// Load raw usage events from an NDJSON or CSV file ('-' reads standard input).
+    Ingest(ingest::IngestArgs),
+    /// Bring the monthly aggregates up to date with the raw events.
+    Rollup(rollup::RollupArgs),
+    /// One command for a newcomer: database, migrations, demo data, server, and a token.
+    Demo(demo::DemoArgs),
+    /// Mint an access token with the local development key (OAUTH_DEV_SECRET).
+    Token(token::TokenArgs),
+}
+
+/// Input formats of files (events and accounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    Ndjson,
+    Csv,
+}
+
+impl FileFormat {
+    /// The format given, or the one the file name says.
+    pub fn resolve(given: Option<FileFormat>, path: &str) -> anyhow::Result<FileFormat> {
+        if let Some(format) = given {
+            return Ok(format);
+        }
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Ok(FileFormat::Csv)
+        } else if [".ndjson", ".jsonl", ".json"].iter().any(|ext| lower.ends_with(ext)) {
+            Ok(FileFormat::Ndjson)
+        } else {
+            anyhow::bail!("cannot tell the format of '{path}' from its name: pass --format ndjson or --format csv")
+        }
+    }
+}
+
+/// Opens `path` ('-' is standard input) for buffered reading.
+pub fn open_input(path: &str) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    if path == "-" {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("opening '{path}'"))?;
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
+}
+
+/// A migrated database and one connection to it, for the one-shot commands.
+pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<AsyncPgConnection> {
+    db::migrate::ensure_database(&args.database_url).await?;
+    db::migrate::run(&args.database_url).await?;
+    AsyncPgConnection::establish(&args.database_url)
+        .await
+        .context("connecting to the database")
+}
+
+pub fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Serve(_) | Command::Demo(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Accounts(command) => accounts::run(command).await,
+        Command::Ingest(args) => ingest::run(args).await,
+        Command::Rollup(args) => rollup::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Token(args) => token::run(args),
+    }
+}

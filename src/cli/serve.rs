@@ -1,0 +1,62 @@
+//! `usage-api serve`: the HTTP server.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{web, HttpServer};
+use anyhow::Context;
+use clap::Args;
+
+use crate::app::{app, AppState};
+use crate::auth::Verifier;
+use crate::config::{AuthArgs, DatabaseArgs, HttpArgs};
+use crate::db::{self, pool};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Do not apply pending migrations at startup.
+    #[arg(long)]
+    pub no_migrate: bool,
+}
+
+/// Builds the shared state: pool, token verifier, public URL.
+pub fn state(
+    db: &DatabaseArgs,
+    http: &HttpArgs,
+    auth: &AuthArgs,
+) -> anyhow::Result<web::Data<AppState>> {
+    Ok(web::Data::new(AppState {
+        pool: pool::build(&db.database_url, &db.pool_options())?,
+        verifier: Verifier::new(auth.config()?)?,
+        public_url: http.public_url()?,
+    }))
+}
+
+/// Starts serving `state` on an already bound listener.
+pub fn start(state: web::Data<AppState>, listener: TcpListener, workers: usize) -> anyhow::Result<Server> {
+    Ok(HttpServer::new(move || app(state.clone()))
+        .workers(workers)
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if !args.no_migrate {
+        db::migrate::ensure_database(&args.db.database_url).await?;
+        db::migrate::run(&args.db.database_url).await?;
+    }
+    let state = state(&args.db, &args.http, &args.auth)?;
+    let listener = TcpListener::bind(&args.http.bind)
+        .with_context(|| format!("binding {}", args.http.bind))?;
+    tracing::info!(bind = %args.http.bind, public_url = %state.public_url, "serving");
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    start(state, listener, workers)?.await?;
+    Ok(())
+}

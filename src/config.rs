@@ -1,0 +1,184 @@
+//! Configuration, from command-line flags or environment variables (every flag reads one):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DATABASE_URL` | `postgres://localhost/usage_api` | Postgres; created if missing when the role may |
+//! | `USAGE_API_DB_POOL_SIZE` | `16` | connections in the server's pool |
+//! | `USAGE_API_STATEMENT_TIMEOUT_MS` | `10000` | per-statement timeout on every connection |
+//! | `USAGE_API_BIND` | `127.0.0.1:8080` | listen address |
+//! | `USAGE_API_PUBLIC_URL` | `http://` + bind | base of every HAL link |
+//! | `OAUTH_JWKS_URL` | — | the issuer's JWKS |
+//! | `OAUTH_ISSUER`, `OAUTH_AUDIENCE` | — | required `iss` / `aud` when set |
+//! | `OAUTH_ALGORITHMS` | `RS256,ES256,EdDSA` | allowed JWS algorithms (asymmetric only) |
+//! | `OAUTH_ORG_CLAIM` | `org_id` | claim naming the caller's organization |
+//! | `OAUTH_LEEWAY_SECS` | `30` | clock skew allowed on `exp` / `nbf` |
+//! | `OAUTH_JWKS_MIN_REFRESH_SECS` | `30` | least time between two JWKS fetches for unknown `kid`s |
+//! | `OAUTH_DEV_SECRET` | — | development only: HS256 secret for `token` and `demo` |
+
+use std::time::Duration;
+
+use clap::Args;
+use jsonwebtoken::Algorithm;
+
+use crate::db::PoolOptions;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost/usage_api";
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Connections in the server's pool.
+    #[arg(long, env = "USAGE_API_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub db_pool_size: u16,
+    /// Per-statement timeout, in milliseconds.
+    #[arg(long, env = "USAGE_API_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub statement_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_size: usize::from(self.db_pool_size),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            ..PoolOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Listen address.
+    #[arg(long, env = "USAGE_API_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Base URL of every HAL link (scheme, host, optional path prefix). Default: http:// + bind.
+    #[arg(long, env = "USAGE_API_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl HttpArgs {
+    pub fn public_url(&self) -> anyhow::Result<String> {
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind));
+        let parsed = url::Url::parse(&base)
+            .map_err(|err| anyhow::anyhow!("USAGE_API_PUBLIC_URL '{base}' is not a URL: {err}"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+            "USAGE_API_PUBLIC_URL must be an absolute http(s) URL"
+        );
+        Ok(base.trim_end_matches('/').to_owned())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// The issuer's JWKS URL.
+    #[arg(long, env = "OAUTH_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "OAUTH_ISSUER")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "OAUTH_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Allowed JWS algorithms, comma-separated.
+    #[arg(long, env = "OAUTH_ALGORITHMS", default_value = "RS256,ES256,EdDSA")]
+    pub algorithms: String,
+    /// Claim naming the caller's organization.
+    #[arg(long, env = "OAUTH_ORG_CLAIM", default_value = "org_id")]
+    pub org_claim: String,
+    /// Clock skew allowed on exp / nbf, in seconds.
+    #[arg(long, env = "OAUTH_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub leeway_secs: u64,
+    /// Least time between two JWKS fetches caused by unknown key ids, in seconds.
+    #[arg(long, env = "OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 30)]
+    pub jwks_min_refresh_secs: u64,
+    /// Development only: HS256 secret used by `token` and `demo`, accepted only when set.
+    #[arg(long, env = "OAUTH_DEV_SECRET", hide_env_values = true)]
+    pub dev_secret: Option<String>,
+}
+
+/// Authentication settings, checked.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub org_claim: String,
+    pub leeway: Duration,
+    pub jwks_min_refresh: Duration,
+    pub jwks_max_age: Duration,
+    pub dev_secret: Option<String>,
+}
+
+impl AuthArgs {
+    pub fn config(&self) -> anyhow::Result<AuthConfig> {
+        let algorithms = parse_algorithms(&self.algorithms)?;
+        let dev_secret = self.dev_secret.clone().filter(|s| !s.is_empty());
+        if let Some(secret) = &dev_secret {
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "OAUTH_DEV_SECRET must be at least 32 characters"
+            );
+        }
+        anyhow::ensure!(!self.org_claim.is_empty(), "OAUTH_ORG_CLAIM must not be empty");
+        Ok(AuthConfig {
+            jwks_url: self.jwks_url.clone().filter(|s| !s.is_empty()),
+            issuer: self.issuer.clone().filter(|s| !s.is_empty()),
+            audience: self.audience.clone().filter(|s| !s.is_empty()),
+            algorithms,
+            org_claim: self.org_claim.clone(),
+            leeway: Duration::from_secs(self.leeway_secs),
+            jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_secs),
+            jwks_max_age: Duration::from_secs(600),
+            dev_secret,
+        })
+    }
+}
+
+/// Parses `OAUTH_ALGORITHMS`. Only asymmetric algorithms may be listed: HMAC with a key taken
+/// from a JWKS (or a public key) must never verify anything.
+pub fn parse_algorithms(list: &str) -> anyhow::Result<Vec<Algorithm>> {
+    let mut algorithms = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let algorithm = match name {
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            "EdDSA" => Algorithm::EdDSA,
+            other => anyhow::bail!(
+                "OAUTH_ALGORITHMS: '{other}' is not allowed (asymmetric JWS algorithms only)"
+            ),
+        };
+        if !algorithms.contains(&algorithm) {
+            algorithms.push(algorithm);
+        }
+    }
+    anyhow::ensure!(!algorithms.is_empty(), "OAUTH_ALGORITHMS is empty");
+    Ok(algorithms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithms_refuse_hmac_and_none() {
+        assert_eq!(
+            parse_algorithms("RS256, EdDSA").unwrap(),
+            vec![Algorithm::RS256, Algorithm::EdDSA]
+        );
+        assert!(parse_algorithms("HS256").is_err());
+        assert!(parse_algorithms("none").is_err());
+        assert!(parse_algorithms(" , ").is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! The async connection pool (diesel-async + deadpool). Every new connection gets a statement
+//! timeout so a runaway query cannot hold a connection forever.
+
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::error::ApiError;
+
+pub type DbPool = Pool<AsyncPgConnection>;
+pub type DbConn = Object<AsyncPgConnection>;
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    /// How long a request waits for a free connection before answering 503.
+    pub wait_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            wait_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub fn build(url: &str, options: &PoolOptions) -> anyhow::Result<DbPool> {
+    let statement_timeout_ms = options.statement_timeout.as_millis();
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
+                .execute(&mut conn)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    let pool = Pool::builder(manager)
+        .max_size(options.max_size)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.wait_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()?;
+    Ok(pool)
+}
+
+/// A connection from the pool; an unreachable database is a 503 the client may retry.
+pub async fn connection(pool: &DbPool) -> Result<DbConn, ApiError> {
+    pool.get().await.map_err(|err| match err {
+        PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => {
+            ApiError::Unavailable(anyhow::anyhow!("database pool: {err}"))
+        }
+        other => ApiError::internal(anyhow::anyhow!("database pool: {other}")),
+    })
+}

@@ -1,0 +1,67 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        organization_id -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    organizations (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_events (event_id) {
+        event_id -> Text,
+        account_id -> Text,
+        product_id -> Text,
+        aggr_product_id -> Text,
+        usage_type -> Text,
+        description -> Text,
+        currency -> Text,
+        direction -> Nullable<Text>,
+        resolution -> Nullable<Text>,
+        unit -> Text,
+        unit_price -> Numeric,
+        wallet_name -> Text,
+        quantity -> Numeric,
+        occurred_at -> Timestamptz,
+        ingested_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_monthly (id) {
+        id -> Uuid,
+        organization_id -> Text,
+        account_id -> Text,
+        product_id -> Text,
+        aggr_product_id -> Text,
+        month -> Date,
+        usage_type -> Text,
+        description -> Text,
+        currency -> Text,
+        direction -> Nullable<Text>,
+        resolution -> Nullable<Text>,
+        unit -> Text,
+        price -> Numeric,
+        wallet_name -> Text,
+        number_of_units -> Numeric,
+        total_amount -> Numeric,
+        event_count -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(accounts -> organizations (organization_id));
+diesel::joinable!(usage_events -> accounts (account_id));
+
+diesel::allow_tables_to_appear_in_same_query!(accounts, organizations, usage_events, usage_monthly,);

@@ -1,0 +1,214 @@
+//! The one error type of the HTTP surface, `ApiError`, and its JSON body.
+//!
+//! Every non-2xx answer is `{"code", "message", "description"?, "fields": [{"name", "description"}]}`.
+//! A 5xx is logged once with its source chain and answered with a generic message: no SQL, stack
+//! or internal name ever reaches a body.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The realm named in every `WWW-Authenticate` challenge.
+pub const REALM: &str = "usage-api";
+
+/// One parameter at fault, as listed in the error body's `fields`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub name: String,
+    pub description: String,
+}
+
+impl FieldError {
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query or path parameter is malformed.
+    #[error("invalid parameter")]
+    InvalidParameter(Vec<FieldError>),
+    /// The `filter` expression does not parse or names a wrong literal.
+    #[error("invalid filter")]
+    InvalidFilter(FieldError),
+    /// No bearer token was sent (`token_sent == false`) or it was not acceptable.
+    #[error("unauthorized: {reason}")]
+    Unauthorized { token_sent: bool, reason: String },
+    /// The token is valid but lacks the scope this operation needs.
+    #[error("insufficient scope")]
+    InsufficientScope { scope: &'static str },
+    /// The filter names accounts outside the caller's organization (or that do not exist).
+    #[error("forbidden accounts")]
+    ForbiddenAccounts(Vec<String>),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The database cannot be reached right now; the client should retry.
+    #[error("service unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    fields: &'a [FieldError],
+}
+
+impl ApiError {
+    /// The stable, documented `code` of this error (listed in openapi.yaml).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidParameter(_) => "invalid_parameter",
+            Self::InvalidFilter(_) => "invalid_filter",
+            Self::Unauthorized {
+                token_sent: false, ..
+            } => "unauthorized",
+            Self::Unauthorized {
+                token_sent: true, ..
+            } => "invalid_token",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::ForbiddenAccounts(_) => "forbidden_accounts",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            Self::InvalidParameter(_) => "A request parameter is invalid.",
+            Self::InvalidFilter(_) => "The filter expression is invalid.",
+            Self::Unauthorized {
+                token_sent: false, ..
+            } => "A bearer access token is required.",
+            Self::Unauthorized {
+                token_sent: true, ..
+            } => "The access token is not valid.",
+            Self::InsufficientScope { .. } => "The access token lacks the required scope.",
+            Self::ForbiddenAccounts(_) => {
+                "This caller is not authorized to query the given accounts."
+            }
+            Self::NotFound => "The resource does not exist.",
+            Self::MethodNotAllowed => "The method is not allowed on this resource.",
+            Self::Unavailable(_) => "The service is temporarily unavailable; retry shortly.",
+            Self::Internal(_) => "An internal error occurred.",
+        }
+    }
+
+    fn description(&self) -> Option<String> {
+        match self {
+            Self::Unauthorized { reason, .. } => Some(reason.clone()),
+            Self::InsufficientScope { scope } => Some(format!("The scope '{scope}' is required.")),
+            Self::ForbiddenAccounts(_) => Some(
+                "The accounts specified are not under the organization owning the current \
+                 authentication token."
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn fields(&self) -> Vec<FieldError> {
+        match self {
+            Self::InvalidParameter(fields) => fields.clone(),
+            Self::InvalidFilter(field) => vec![field.clone()],
+            Self::ForbiddenAccounts(ids) => ids
+                .iter()
+                .map(|id| FieldError::new("account_id", id.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn invalid(name: &str, description: impl Into<String>) -> Self {
+        Self::InvalidParameter(vec![FieldError::new(name, description)])
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3) for auth failures.
+    fn challenge(&self) -> Option<String> {
+        match self {
+            Self::Unauthorized {
+                token_sent: false, ..
+            } => Some(format!("Bearer realm=\"{REALM}\"")),
+            Self::Unauthorized {
+                token_sent: true,
+                reason,
+            } => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                reason.replace(['"', '\\'], "'")
+            )),
+            Self::InsufficientScope { scope } => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(err: diesel::result::Error) -> Self {
+        crate::db::classify_error(err)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidParameter(_) | Self::InvalidFilter(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } | Self::ForbiddenAccounts(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Internal(source) => tracing::error!(error = ?source, "internal error"),
+            Self::Unavailable(source) => tracing::warn!(error = ?source, "database unavailable"),
+            _ => {}
+        }
+        let description = self.description();
+        let fields = self.fields();
+        let body = ErrorBody {
+            code: self.code(),
+            message: self.message(),
+            description: description.as_deref(),
+            fields: &fields,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, "application/json"));
+        if let Some(challenge) = self.challenge() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if matches!(self, Self::MethodNotAllowed) {
+            response.insert_header((header::ALLOW, "GET, HEAD"));
+        }
+        response.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}

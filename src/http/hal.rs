@@ -1,0 +1,223 @@
+//! The HAL+JSON shapes: a usage record, the paged envelope, and its links — absolute, built from
+//! the configured public URL, every one keeping `per_page`, `filter` and `order_by`.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rust_decimal::Decimal;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::usage::model::Month;
+use crate::usage::monthly::MonthlyRow;
+
+pub const HAL_JSON: &str = "application/hal+json";
+pub const LIST_PATH: &str = "/express/usage/month";
+
+/// Everything but RFC 3986's unreserved characters is percent-encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Writes a decimal as a JSON number with its own digits (never through `f64`), without
+/// trailing zeros: `19990000.00` is written `19990000`.
+fn exact_number<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+    let raw = RawValue::from_string(value.normalize().to_string())
+        .map_err(serde::ser::Error::custom)?;
+    raw.serialize(serializer)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Link {
+    pub href: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub templated: bool,
+}
+
+impl Link {
+    fn to(href: String) -> Self {
+        Link {
+            href,
+            templated: false,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SelfLink {
+    #[serde(rename = "self")]
+    pub self_: Link,
+}
+
+/// One monthly usage aggregate, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct UsageRecord {
+    pub id: String,
+    pub account_id: String,
+    pub product_id: String,
+    pub aggr_product_id: String,
+    pub month: String,
+    #[serde(rename = "type")]
+    pub usage_type: String,
+    pub description: String,
+    pub currency: String,
+    pub direction: Option<String>,
+    pub resolution: Option<String>,
+    pub unit: String,
+    #[serde(serialize_with = "exact_number")]
+    pub price: Decimal,
+    pub wallet_name: String,
+    #[serde(serialize_with = "exact_number")]
+    pub number_of_units: Decimal,
+    #[serde(serialize_with = "exact_number")]
+    pub total_amount: Decimal,
+    pub _links: SelfLink,
+}
+
+impl UsageRecord {
+    pub fn new(row: MonthlyRow, base_url: &str) -> Self {
+        let id = row.id.simple().to_string();
+        UsageRecord {
+            _links: SelfLink {
+                self_: Link::to(format!("{base_url}{LIST_PATH}/{id}")),
+            },
+            id,
+            account_id: row.account_id,
+            product_id: row.product_id,
+            aggr_product_id: row.aggr_product_id,
+            month: Month::from_date(row.month).to_string(),
+            usage_type: row.usage_type,
+            description: row.description,
+            currency: row.currency,
+            direction: row.direction,
+            resolution: row.resolution,
+            unit: row.unit,
+            price: row.price,
+            wallet_name: row.wallet_name,
+            number_of_units: row.number_of_units,
+            total_amount: row.total_amount,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Embedded {
+    pub usage: Vec<UsageRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PageLinks {
+    #[serde(rename = "self")]
+    pub self_: Link,
+    pub first: Link,
+    pub last: Link,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev: Option<Link>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<Link>,
+    pub show: Link,
+}
+
+/// The paged envelope.
+#[derive(Debug, Serialize)]
+pub struct UsagePage {
+    pub count: usize,
+    pub total: i64,
+    pub page: u32,
+    pub per_page: u32,
+    pub total_pages: i64,
+    pub _embedded: Embedded,
+    pub _links: PageLinks,
+}
+
+/// The parameters every link of a list carries.
+#[derive(Debug, Clone)]
+pub struct LinkParams<'a> {
+    pub base_url: &'a str,
+    pub per_page: u32,
+    pub filter: Option<&'a str>,
+    pub order_by: Option<&'a str>,
+}
+
+impl LinkParams<'_> {
+    fn page_href(&self, page: i64) -> String {
+        let mut href = format!(
+            "{}{LIST_PATH}?page={page}&per_page={}",
+            self.base_url, self.per_page
+        );
+        for (name, value) in [("filter", self.filter), ("order_by", self.order_by)] {
+            if let Some(value) = value {
+                href.push('&');
+                href.push_str(name);
+                href.push('=');
+                href.extend(utf8_percent_encode(value, QUERY_VALUE));
+            }
+        }
+        href
+    }
+}
+
+impl UsagePage {
+    /// Builds the envelope for `page` of a list of `total` rows. An empty list still has a first
+    /// and last page (page 1); a page past the end links back with `prev`.
+    pub fn new(records: Vec<UsageRecord>, total: i64, page: u32, links: &LinkParams) -> Self {
+        let per_page = i64::from(links.per_page);
+        let total_pages = (total + per_page - 1) / per_page;
+        let last = total_pages.max(1);
+        let current = i64::from(page);
+        UsagePage {
+            count: records.len(),
+            total,
+            page,
+            per_page: links.per_page,
+            total_pages,
+            _embedded: Embedded { usage: records },
+            _links: PageLinks {
+                self_: Link::to(links.page_href(current)),
+                first: Link::to(links.page_href(1)),
+                last: Link::to(links.page_href(last)),
+                prev: (current > 1).then(|| Link::to(links.page_href(current - 1))),
+                next: (current < total_pages).then(|| Link::to(links.page_href(current + 1))),
+                show: Link {
+                    href: format!("{}{LIST_PATH}/{{id}}", links.base_url),
+                    templated: true,
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_percent_encode_and_keep_every_parameter() {
+        let params = LinkParams {
+            base_url: "https://usage.example",
+            per_page: 2,
+            filter: Some("month eq '2023-08' and wallet_name eq 'a&b'"),
+            order_by: Some("month:desc"),
+        };
+        let page = UsagePage::new(Vec::new(), 5, 2, &params);
+        assert_eq!(page.total_pages, 3);
+        let next = page._links.next.unwrap().href;
+        assert_eq!(
+            next,
+            "https://usage.example/express/usage/month?page=3&per_page=2\
+             &filter=month%20eq%20%272023-08%27%20and%20wallet_name%20eq%20%27a%26b%27\
+             &order_by=month%3Adesc"
+        );
+        assert_eq!(page._links.prev.unwrap().href.split('&').next().unwrap(), "https://usage.example/express/usage/month?page=1");
+    }
+
+    #[test]
+    fn decimals_are_exact_json_numbers() {
+        #[derive(Serialize)]
+        struct N(#[serde(serialize_with = "exact_number")] Decimal);
+        let json = serde_json::to_string(&N("19990000.00".parse().unwrap())).unwrap();
+        assert_eq!(json, "19990000");
+        let json = serde_json::to_string(&N("0.0000000001".parse().unwrap())).unwrap();
+        assert_eq!(json, "0.0000000001");
+    }
+}

@@ -1,0 +1,20 @@
+//! Liveness and readiness probes (unauthenticated, no data).
+
+use actix_web::{web, HttpResponse};
+use diesel_async::RunQueryDsl;
+
+use crate::app::AppState;
+use crate::db::pool;
+use crate::error::ApiResult;
+
+/// The process is up.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// The process can serve: the database answers.
+pub async fn ready(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let mut conn = pool::connection(&state.pool).await?;
+    diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}

@@ -1,0 +1,70 @@
+//! Organizations and their accounts: the ownership rule, and the upsert used by
+//! `usage-api accounts import`.
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::db::schema::{accounts, organizations};
+
+/// Of `ids`, those that are not accounts of `organization_id` — whether they belong to another
+/// organization or do not exist at all: the two must look the same to the caller.
+pub async fn foreign_accounts(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    ids: &[String],
+) -> QueryResult<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own: Vec<String> = accounts::table
+        .filter(accounts::organization_id.eq(organization_id))
+        .filter(accounts::id.eq_any(ids))
+        .select(accounts::id)
+        .load(conn)
+        .await?;
+    Ok(ids.iter().filter(|id| !own.contains(id)).cloned().collect())
+}
+
+/// An account as imported.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = accounts)]
+pub struct NewAccount {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+}
+
+/// Upserts the organizations and accounts (an account may move to another organization).
+/// Returns how many account rows were inserted or changed.
+pub async fn upsert(conn: &mut AsyncPgConnection, batch: &[NewAccount]) -> QueryResult<usize> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut organizations: Vec<&str> = batch.iter().map(|a| a.organization_id.as_str()).collect();
+    organizations.sort_unstable();
+    organizations.dedup();
+    let rows: Vec<_> = organizations
+        .iter()
+        .map(|id| organizations::id.eq(*id))
+        .collect();
+    conn.transaction(async |conn| {
+        diesel::insert_into(organizations::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        diesel::insert_into(accounts::table)
+            .values(batch)
+            .on_conflict(accounts::id)
+            .do_update()
+            .set((
+                accounts::organization_id.eq(excluded(accounts::organization_id)),
+                accounts::name.eq(excluded(accounts::name)),
+                accounts::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await
+    })
+    .await
+}

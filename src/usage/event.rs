@@ -1,0 +1,318 @@
+//! A raw usage event (DESIGN §3): parsed from an NDJSON object or a CSV row into `NewEvent`,
+//! every field checked, or refused with a reason a person can act on.
+//!
+//! Numbers are read from their text — a JSON number's own digits, never through `f64`.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::model::{is_currency, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS};
+use crate::db::schema::usage_events;
+
+/// Largest accepted quantity or unit price (exclusive).
+const MAX_MAGNITUDE: i64 = 1_000_000_000_000_000;
+/// Most decimal places of a quantity or unit price.
+const MAX_SCALE: u32 = 12;
+
+/// An event ready to insert.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = usage_events)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub account_id: String,
+    pub product_id: String,
+    pub aggr_product_id: String,
+    pub usage_type: String,
+    pub description: String,
+    pub currency: String,
+    pub direction: Option<String>,
+    pub resolution: Option<String>,
+    pub unit: String,
+    pub unit_price: Decimal,
+    pub wallet_name: String,
+    pub quantity: Decimal,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The fields of an event as text, before any check. Empty text counts as absent.
+#[derive(Debug, Default, Clone)]
+pub struct RawEvent {
+    pub event_id: Option<String>,
+    pub account_id: Option<String>,
+    pub product_id: Option<String>,
+    pub aggr_product_id: Option<String>,
+    pub usage_type: Option<String>,
+    pub description: Option<String>,
+    pub currency: Option<String>,
+    pub direction: Option<String>,
+    pub resolution: Option<String>,
+    pub unit: Option<String>,
+    pub unit_price: Option<String>,
+    pub wallet_name: Option<String>,
+    pub quantity: Option<String>,
+    pub occurred_at: Option<String>,
+}
+
+/// An NDJSON line / JSON array element. Numbers stay raw so their digits are kept exactly.
+#[derive(Deserialize)]
+struct JsonEvent<'a> {
+    event_id: Option<String>,
+    account_id: Option<String>,
+    product_id: Option<String>,
+    aggr_product_id: Option<String>,
+    #[serde(rename = "type")]
+    usage_type: Option<String>,
+    description: Option<String>,
+    currency: Option<String>,
+    direction: Option<String>,
+    resolution: Option<String>,
+    unit: Option<String>,
+    #[serde(borrow)]
+    unit_price: Option<&'a RawValue>,
+    wallet_name: Option<String>,
+    #[serde(borrow)]
+    quantity: Option<&'a RawValue>,
+    occurred_at: Option<String>,
+}
+
+/// The text of a JSON number or string, as written.
+fn raw_number(raw: Option<&RawValue>) -> Result<Option<String>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get().trim();
+    if text == "null" {
+        Ok(None)
+    } else if text.starts_with('"') {
+        serde_json::from_str::<String>(text)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(Some(text.to_owned()))
+    }
+}
+
+impl RawEvent {
+    /// Reads one JSON object (an NDJSON line).
+    pub fn from_json(text: &str) -> Result<RawEvent, String> {
+        let json: JsonEvent = serde_json::from_str(text).map_err(|err| {
+            let message = err.to_string();
+            // serde_json appends its own position; the caller reports the line.
+            match message.rfind(" at line ") {
+                Some(at) => format!("invalid JSON: {}", &message[..at]),
+                None => format!("invalid JSON: {message}"),
+            }
+        })?;
+        Ok(RawEvent {
+            event_id: json.event_id,
+            account_id: json.account_id,
+            product_id: json.product_id,
+            aggr_product_id: json.aggr_product_id,
+            usage_type: json.usage_type,
+            description: json.description,
+            currency: json.currency,
+            direction: json.direction,
+            resolution: json.resolution,
+            unit: json.unit,
+            unit_price: raw_number(json.unit_price).map_err(|e| format!("unit_price: {e}"))?,
+            wallet_name: json.wallet_name,
+            quantity: raw_number(json.quantity).map_err(|e| format!("quantity: {e}"))?,
+            occurred_at: json.occurred_at,
+        })
+    }
+
+    /// Sets a field by its column name (CSV headers); unknown columns are ignored.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let value = Some(value.to_owned());
+        match name.trim() {
+            "event_id" => self.event_id = value,
+            "account_id" => self.account_id = value,
+            "product_id" => self.product_id = value,
+            "aggr_product_id" => self.aggr_product_id = value,
+            "type" => self.usage_type = value,
+            "description" => self.description = value,
+            "currency" => self.currency = value,
+            "direction" => self.direction = value,
+            "resolution" => self.resolution = value,
+            "unit" => self.unit = value,
+            "unit_price" => self.unit_price = value,
+            "wallet_name" => self.wallet_name = value,
+            "quantity" => self.quantity = value,
+            "occurred_at" => self.occurred_at = value,
+            _ => {}
+        }
+    }
+
+    /// Checks every field; the first problem is the reason the event is refused.
+    pub fn validate(self) -> Result<NewEvent, String> {
+        let usage_type = required("type", self.usage_type)?;
+        let unit = required("unit", self.unit)?;
+        let quantity = decimal("quantity", required("quantity", self.quantity)?)?;
+        let unit_price = decimal("unit_price", required("unit_price", self.unit_price)?)?;
+        if quantity.checked_mul(unit_price).is_none_or(|amount| {
+            amount.scale() != quantity.scale() + unit_price.scale()
+        }) {
+            return Err("quantity × unit_price exceeds the supported precision".to_owned());
+        }
+        let currency = required("currency", self.currency)?;
+        if !is_currency(&currency) {
+            return Err(format!("currency '{currency}' is not an ISO 4217 code"));
+        }
+        let occurred_at = required("occurred_at", self.occurred_at)?;
+        let occurred_at = DateTime::parse_from_rfc3339(&occurred_at)
+            .map_err(|_| format!("occurred_at '{occurred_at}' is not an RFC 3339 timestamp"))?
+            .with_timezone(&Utc);
+        Ok(NewEvent {
+            event_id: identifier("event_id", self.event_id)?,
+            account_id: identifier("account_id", self.account_id)?,
+            product_id: identifier("product_id", self.product_id)?,
+            aggr_product_id: identifier("aggr_product_id", self.aggr_product_id)?,
+            usage_type: UsageType::parse(&usage_type)
+                .ok_or_else(|| unknown("type", &usage_type, UsageType::expected()))?
+                .as_str()
+                .to_owned(),
+            description: text("description", self.description)?,
+            currency,
+            direction: optional_enum("direction", self.direction, Direction::parse, Direction::expected)?
+                .map(|d| d.as_str().to_owned()),
+            resolution: optional_enum("resolution", self.resolution, Resolution::parse, Resolution::expected)?
+                .map(|r| r.as_str().to_owned()),
+            unit: Unit::parse(&unit)
+                .ok_or_else(|| unknown("unit", &unit, Unit::expected()))?
+                .as_str()
+                .to_owned(),
+            unit_price,
+            wallet_name: text("wallet_name", self.wallet_name)?,
+            quantity,
+            occurred_at,
+        })
+    }
+}
+
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &str, value: Option<String>) -> Result<String, String> {
+    present(value).ok_or_else(|| format!("{name} is missing"))
+}
+
+fn identifier(name: &str, value: Option<String>) -> Result<String, String> {
+    let value = required(name, value)?;
+    if value.chars().count() > MAX_ID_CHARS {
+        return Err(format!("{name} is longer than {MAX_ID_CHARS} characters"));
+    }
+    Ok(value)
+}
+
+fn text(name: &str, value: Option<String>) -> Result<String, String> {
+    let value = value.unwrap_or_default();
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(format!("{name} is longer than {MAX_TEXT_CHARS} characters"));
+    }
+    Ok(value)
+}
+
+fn unknown(name: &str, value: &str, expected: String) -> String {
+    format!("{name} '{value}' is not one of {expected}")
+}
+
+fn optional_enum<T>(
+    name: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Option<T>,
+    expected: fn() -> String,
+) -> Result<Option<T>, String> {
+    match present(value) {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("null") => Ok(None),
+        Some(v) => parse(&v)
+            .map(Some)
+            .ok_or_else(|| unknown(name, &v, expected())),
+    }
+}
+
+/// An exact, non-negative decimal within the supported range.
+fn decimal(name: &str, text: String) -> Result<Decimal, String> {
+    let trimmed = text.trim();
+    // rust_decimal also reads '_' separators; a billing input should not.
+    let well_formed = !trimmed.is_empty()
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    let parsed = if !well_formed {
+        None
+    } else if trimmed.contains(['e', 'E']) {
+        Decimal::from_scientific(trimmed).ok()
+    } else {
+        Decimal::from_str_exact(trimmed).ok()
+    };
+    let value = parsed
+        .ok_or_else(|| format!("{name} '{trimmed}' is not a decimal number"))?
+        .normalize();
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(format!("{name} must not be negative"));
+    }
+    if value >= Decimal::from(MAX_MAGNITUDE) {
+        return Err(format!("{name} must be less than {MAX_MAGNITUDE}"));
+    }
+    if value.scale() > MAX_SCALE {
+        return Err(format!("{name} has more than {MAX_SCALE} decimal places"));
+    }
+    Ok(value.abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Result<NewEvent, String> {
+        RawEvent::from_json(json)?.validate()
+    }
+
+    const GOOD: &str = r#"{"event_id":"e1","account_id":"a1","product_id":"p","aggr_product_id":"ap","type":"CALL","unit":"MINUTES","occurred_at":"2023-08-31T23:59:59.999999Z","quantity":0.000001,"unit_price":"0.0001","currency":"USD"}"#;
+
+    #[test]
+    fn numbers_keep_their_written_digits() {
+        let e = event(GOOD).unwrap();
+        assert_eq!(e.quantity.to_string(), "0.000001");
+        assert_eq!(e.unit_price.to_string(), "0.0001");
+        assert_eq!(e.direction, None);
+        assert_eq!(e.description, "");
+        let big = GOOD.replace("0.000001", "1000000").replace("\"0.0001\"", "19.99");
+        let e = event(&big).unwrap();
+        assert_eq!((e.quantity * e.unit_price).to_string(), "19990000.00");
+        let sci = GOOD.replace("0.000001", "1.5e2");
+        assert_eq!(event(&sci).unwrap().quantity.to_string(), "150");
+    }
+
+    #[test]
+    fn bad_fields_have_reasons() {
+        let cases = [
+            (GOOD.replace("0.000001", "-1"), "quantity must not be negative"),
+            (GOOD.replace("\"USD\"", "\"XYZ\""), "currency 'XYZ' is not an ISO 4217 code"),
+            (GOOD.replace("\"CALL\"", "\"CALLS\""), "type 'CALLS' is not one of"),
+            (GOOD.replace("2023-08-31T23:59:59.999999Z", "yesterday"), "occurred_at 'yesterday' is not an RFC 3339 timestamp"),
+            (GOOD.replace("\"event_id\":\"e1\",", ""), "event_id is missing"),
+            (GOOD.replace("0.000001", "\"NaN\""), "quantity 'NaN' is not a decimal number"),
+            (GOOD.replace("0.000001", "0.0000000000001"), "quantity has more than 12 decimal places"),
+            (GOOD.replace("\"a1\"", "5"), "invalid JSON: invalid type: integer `5`, expected a string"),
+            ("{".to_owned(), "invalid JSON"),
+        ];
+        for (json, reason) in cases {
+            let got = event(&json).unwrap_err();
+            assert!(got.starts_with(reason), "{got} !~ {reason}");
+        }
+    }
+
+    #[test]
+    fn csv_fields_set_by_header() {
+        let mut raw = RawEvent::default();
+        for (k, v) in [("event_id", "e"), ("account_id", "a"), ("product_id", "p"), ("aggr_product_id", "ap"), ("type", "NUMBER"), ("unit", "NUMBERS"), ("occurred_at", "2023-08-01T00:00:00Z"), ("quantity", "5"), ("unit_price", "1"), ("currency", "USD"), ("direction", ""), ("resolution", "ANSWERED"), ("ignored", "x")] {
+            raw.set(k, v);
+        }
+        let e = raw.validate().unwrap();
+        assert_eq!((e.direction, e.resolution.as_deref()), (None, Some("ANSWERED")));
+    }
+}

@@ -1,0 +1,248 @@
+//! Loading raw events: NDJSON or CSV, in batches, idempotent by `event_id`. A bad line never
+//! stops the load and is never dropped silently: it is reported with its line number and reason.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::event::{NewEvent, RawEvent};
+use crate::db::schema::{accounts, usage_events};
+
+/// Events per INSERT (14 bind parameters each; Postgres allows 65,535 per statement).
+pub const BATCH_SIZE: usize = 1000;
+/// Longest accepted NDJSON line, in bytes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+}
+
+/// A line that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// The outcome of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Rejected(String),
+}
+
+/// Inserts checked events; answers, per event, whether it was new, a duplicate of one already
+/// stored (or earlier in the batch), or refused because its account is unknown.
+pub async fn insert_events(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+) -> QueryResult<Vec<Outcome>> {
+    let mut ids: Vec<&str> = events.iter().map(|e| e.account_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let known: HashSet<String> = accounts::table
+        .filter(accounts::id.eq_any(&ids))
+        .select(accounts::id)
+        .load::<String>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let insertable: Vec<&NewEvent> = events
+        .iter()
+        .filter(|e| known.contains(&e.account_id))
+        .collect();
+    let mut inserted: HashSet<String> = HashSet::new();
+    for chunk in insertable.chunks(BATCH_SIZE) {
+        let rows: Vec<NewEvent> = chunk.iter().map(|e| (*e).clone()).collect();
+        let ids: Vec<String> = diesel::insert_into(usage_events::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .returning(usage_events::event_id)
+            .get_results(conn)
+            .await?;
+        inserted.extend(ids);
+    }
+    Ok(events
+        .iter()
+        .map(|event| {
+            if !known.contains(&event.account_id) {
+                Outcome::Rejected(format!("unknown account '{}'", event.account_id))
+            } else if inserted.remove(&event.event_id) {
+                Outcome::Accepted
+            } else {
+                Outcome::Duplicate
+            }
+        })
+        .collect())
+}
+
+/// Events waiting for their batch, with the line each came from.
+struct Batch {
+    lines: Vec<u64>,
+    events: Vec<NewEvent>,
+}
+
+impl Batch {
+    async fn flush(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        counts: &mut Counts,
+        on_reject: &mut dyn FnMut(Reject),
+    ) -> QueryResult<()> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let outcomes = insert_events(conn, &self.events).await?;
+        for (line, outcome) in self.lines.drain(..).zip(outcomes) {
+            match outcome {
+                Outcome::Accepted => counts.accepted += 1,
+                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Rejected(reason) => {
+                    counts.rejected += 1;
+                    on_reject(Reject { line, reason });
+                }
+            }
+        }
+        self.events.clear();
+        Ok(())
+    }
+}
+
+/// Loads every event of `input`. `on_reject` hears of each line not loaded.
+pub async fn ingest(
+    conn: &mut AsyncPgConnection,
+    input: impl BufRead,
+    format: Format,
+    on_reject: &mut dyn FnMut(Reject),
+) -> anyhow::Result<Counts> {
+    let mut counts = Counts::default();
+    let mut batch = Batch {
+        lines: Vec::with_capacity(BATCH_SIZE),
+        events: Vec::with_capacity(BATCH_SIZE),
+    };
+    let mut records = Records::new(input, format)?;
+    while let Some((line, raw)) = records.next_record()? {
+        match raw.and_then(RawEvent::validate) {
+            Ok(event) => {
+                batch.lines.push(line);
+                batch.events.push(event);
+            }
+            Err(reason) => {
+                counts.rejected += 1;
+                on_reject(Reject { line, reason });
+            }
+        }
+        if batch.events.len() >= BATCH_SIZE {
+            batch.flush(conn, &mut counts, on_reject).await?;
+        }
+    }
+    batch.flush(conn, &mut counts, on_reject).await?;
+    Ok(counts)
+}
+
+/// Records of either format, each with the line number it starts on.
+enum Records<R: BufRead> {
+    Ndjson { input: R, line: u64, buffer: Vec<u8> },
+    Csv { reader: csv::Reader<R>, headers: Vec<String>, record: csv::StringRecord },
+}
+
+impl<R: BufRead> Records<R> {
+    fn new(input: R, format: Format) -> anyhow::Result<Self> {
+        Ok(match format {
+            Format::Ndjson => Records::Ndjson {
+                input,
+                line: 0,
+                buffer: Vec::new(),
+            },
+            Format::Csv => {
+                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+                let headers = reader
+                    .headers()
+                    .map_err(|err| anyhow::anyhow!("reading the CSV header: {err}"))?
+                    .iter()
+                    .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
+                    .collect();
+                Records::Csv {
+                    reader,
+                    headers,
+                    record: csv::StringRecord::new(),
+                }
+            }
+        })
+    }
+
+    /// The next record and its line; `Ok(None)` at the end; `Err` only when the input itself
+    /// cannot be read (a bad record is an `Ok(Some((line, Err(reason))))`).
+    fn next_record(&mut self) -> anyhow::Result<Option<(u64, Result<RawEvent, String>)>> {
+        match self {
+            Records::Ndjson { input, line, buffer } => loop {
+                buffer.clear();
+                *line += 1;
+                let read = std::io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1)
+                    .read_until(b'\n', buffer)?;
+                if read == 0 {
+                    return Ok(None);
+                }
+                if buffer.len() > MAX_LINE_BYTES && buffer.last() != Some(&b'\n') {
+                    // Skip the rest of the oversized line.
+                    let mut rest = Vec::new();
+                    input.read_until(b'\n', &mut rest)?;
+                    let reason = format!("line is longer than {MAX_LINE_BYTES} bytes");
+                    return Ok(Some((*line, Err(reason))));
+                }
+                let Ok(text) = std::str::from_utf8(buffer) else {
+                    return Ok(Some((*line, Err("line is not valid UTF-8".to_owned()))));
+                };
+                let text = text.trim();
+                if !text.is_empty() {
+                    return Ok(Some((*line, RawEvent::from_json(text))));
+                }
+            },
+            Records::Csv {
+                reader,
+                headers,
+                record,
+            } => loop {
+                match reader.read_record(record) {
+                    Ok(false) => return Ok(None),
+                    Ok(true) => {
+                        let line = record.position().map_or(0, |p| p.line());
+                        if record.iter().all(|f| f.trim().is_empty()) {
+                            continue;
+                        }
+                        if record.len() != headers.len() {
+                            let reason = format!(
+                                "has {} fields; the header has {}",
+                                record.len(),
+                                headers.len()
+                            );
+                            return Ok(Some((line, Err(reason))));
+                        }
+                        let mut raw = RawEvent::default();
+                        for (name, value) in headers.iter().zip(record.iter()) {
+                            raw.set(name, value);
+                        }
+                        return Ok(Some((line, Ok(raw))));
+                    }
+                    Err(err) if err.is_io_error() => return Err(err.into()),
+                    Err(err) => {
+                        let line = err.position().map_or(0, |p| p.line());
+                        return Ok(Some((line, Err(format!("unreadable CSV record: {err}")))));
+                    }
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The domain: usage vocabulary, the filter language, paged org-scoped reads, ingestion and the
+//! rollup. Nothing here knows about HTTP.
+
+pub mod accounts;
+pub mod event;
+pub mod filter;
+pub mod ingest;
+pub mod model;
+pub mod monthly;
+pub mod page;
+pub mod rollup;

@@ -1,0 +1,70 @@
+-- Full rollup: recompute every monthly aggregate from the raw events and make usage_monthly
+-- equal to it, in one statement (one snapshot of usage_events).
+--
+-- Group key: (account, product, aggr product, UTC month, type, description, currency,
+-- direction, resolution, unit, unit price, wallet). The unit price is grouped by value, so
+-- 1.5 and 1.50 are the same price; trim_scale gives each value one spelling.
+--
+-- The id is the md5 of the group key written as a JSON array (unambiguous: no separator can
+-- collide), shown as a uuid: the same aggregate keeps the same id across every rollup.
+WITH fresh AS (
+    SELECT
+        md5(jsonb_build_array(
+            e.account_id, e.product_id, e.aggr_product_id,
+            to_char(date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), 'YYYY-MM'),
+            e.usage_type, e.description, e.currency, e.direction, e.resolution, e.unit,
+            trim_scale(e.unit_price)::text, e.wallet_name
+        )::text)::uuid                                              AS id,
+        a.organization_id,
+        e.account_id,
+        e.product_id,
+        e.aggr_product_id,
+        date_trunc('month', e.occurred_at AT TIME ZONE 'UTC')::date AS month,
+        e.usage_type,
+        e.description,
+        e.currency,
+        e.direction,
+        e.resolution,
+        e.unit,
+        trim_scale(e.unit_price)                                    AS price,
+        e.wallet_name,
+        trim_scale(sum(e.quantity))                                 AS number_of_units,
+        trim_scale(sum(e.quantity * e.unit_price))                  AS total_amount,
+        count(*)                                                    AS event_count
+    FROM usage_events e
+    JOIN accounts a ON a.id = e.account_id
+    GROUP BY a.organization_id, e.account_id, e.product_id, e.aggr_product_id,
+             date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), e.usage_type,
+             e.description, e.currency, e.direction, e.resolution, e.unit,
+             trim_scale(e.unit_price), e.wallet_name
+),
+upserted AS (
+    INSERT INTO usage_monthly AS m (
+        id, organization_id, account_id, product_id, aggr_product_id, month, usage_type,
+        description, currency, direction, resolution, unit, price, wallet_name,
+        number_of_units, total_amount, event_count)
+    SELECT id, organization_id, account_id, product_id, aggr_product_id, month, usage_type,
+           description, currency, direction, resolution, unit, price, wallet_name,
+           number_of_units, total_amount, event_count
+    FROM fresh
+    ON CONFLICT (id) DO UPDATE SET
+        organization_id = EXCLUDED.organization_id,
+        number_of_units = EXCLUDED.number_of_units,
+        total_amount    = EXCLUDED.total_amount,
+        event_count     = EXCLUDED.event_count,
+        updated_at      = now()
+    -- Untouched aggregates are not rewritten (no dead tuples, no needless WAL).
+    WHERE (m.organization_id, m.number_of_units, m.total_amount, m.event_count)
+          IS DISTINCT FROM
+          (EXCLUDED.organization_id, EXCLUDED.number_of_units, EXCLUDED.total_amount,
+           EXCLUDED.event_count)
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM usage_monthly m
+    WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.id = m.id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM fresh)    AS groups,
+       (SELECT count(*) FROM upserted) AS changed,
+       (SELECT count(*) FROM removed)  AS removed
