@@ -125,7 +125,10 @@ impl AuthArgs {
                 "OAUTH_DEV_SECRET must be at least 32 characters"
             );
         }
-        anyhow::ensure!(!self.org_claim.is_empty(), "OAUTH_ORG_CLAIM must not be empty");
+        anyhow::ensure!(
+            !self.org_claim.is_empty(),
+            "OAUTH_ORG_CLAIM must not be empty"
+        );
         Ok(AuthConfig {
             jwks_url: self.jwks_url.clone().filter(|s| !s.is_empty()),
             issuer: self.issuer.clone().filter(|s| !s.is_empty()),

@@ -207,7 +207,7 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         if matches!(self, Self::MethodNotAllowed) {
-            response.insert_header((header::ALLOW, "GET, HEAD"));
+            response.insert_header((header::ALLOW, "GET"));
         }
         response.body(serde_json::to_string(&body).unwrap_or_default())
     }

@@ -16,10 +16,9 @@ pub fn mint(
     scopes: &[String],
     ttl_secs: u64,
 ) -> anyhow::Result<String> {
-    let secret = config
-        .dev_secret
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("OAUTH_DEV_SECRET is not set: there is no development key to sign with"))?;
+    let secret = config.dev_secret.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("OAUTH_DEV_SECRET is not set: there is no development key to sign with")
+    })?;
     let now = jsonwebtoken::get_current_timestamp();
     let mut claims = json!({
         "iss": config.issuer.as_deref().unwrap_or(DEV_ISSUER),

@@ -101,7 +101,12 @@ impl JwksCache {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .last_attempt = Some(Instant::now());
-        let response = self.client.get(&self.url).send().await?.error_for_status()?;
+        let response = self
+            .client
+            .get(&self.url)
+            .send()
+            .await?
+            .error_for_status()?;
         let body = response.bytes().await?;
         anyhow::ensure!(body.len() <= MAX_JWKS_BYTES, "JWKS document is too large");
         let set: JwkSet = serde_json::from_slice(&body)?;

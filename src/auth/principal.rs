@@ -47,7 +47,10 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(unauthorized(false, "no Authorization header was sent"));
     };
     if headers.next().is_some() {
-        return Err(unauthorized(true, "more than one Authorization header was sent"));
+        return Err(unauthorized(
+            true,
+            "more than one Authorization header was sent",
+        ));
     }
     if value.len() > MAX_TOKEN_BYTES + 16 {
         return Err(unauthorized(true, "the Authorization header is too large"));
@@ -57,7 +60,10 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
         .map_err(|_| unauthorized(true, "the Authorization header is not readable"))?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized(false, "the Bearer authentication scheme is required"));
+        return Err(unauthorized(
+            false,
+            "the Bearer authentication scheme is required",
+        ));
     }
     let token = token.trim();
     if token.is_empty() {

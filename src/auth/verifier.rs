@@ -79,13 +79,10 @@ impl Verifier {
             }
             &jwks_key.key
         };
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(
-            token,
-            key,
-            &self.validation(algorithm),
-        )
-        .map_err(|err| reason(err.kind()))?
-        .claims;
+        let claims =
+            jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation(algorithm))
+                .map_err(|err| reason(err.kind()))?
+                .claims;
         self.principal(&claims)
     }
 
@@ -126,19 +123,13 @@ impl Verifier {
             scopes.extend(scope.split_whitespace().map(str::to_owned));
         }
         match claims.get("scp") {
-            Some(Value::Array(items)) => scopes.extend(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned),
-            ),
+            Some(Value::Array(items)) => {
+                scopes.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
             Some(Value::String(scp)) => scopes.extend(scp.split_whitespace().map(str::to_owned)),
             _ => {}
         }
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         Ok(Principal {
             organization_id,
             scopes,

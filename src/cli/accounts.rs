@@ -53,7 +53,10 @@ fn check(line: AccountLine) -> Result<NewAccount, String> {
 }
 
 /// Reads every line: the accounts (last one wins for a repeated id) and the rejects.
-fn read(input: Box<dyn BufRead>, format: FileFormat) -> anyhow::Result<(Vec<NewAccount>, Vec<String>)> {
+fn read(
+    input: Box<dyn BufRead>,
+    format: FileFormat,
+) -> anyhow::Result<(Vec<NewAccount>, Vec<String>)> {
     let mut accounts: HashMap<String, NewAccount> = HashMap::new();
     let mut order = Vec::new();
     let mut rejects = Vec::new();

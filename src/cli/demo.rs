@@ -35,24 +35,184 @@ pub struct DemoArgs {
 }
 
 /// (type, product, aggregated product, description, unit, direction, resolution, unit price, wallet)
-type Product = (&'static str, &'static str, &'static str, &'static str, &'static str, Option<&'static str>, Option<&'static str>, &'static str, &'static str);
+type Product = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
 
 const PRODUCTS: &[Product] = &[
-    ("NUMBER", "TD-LIC-APP-RC-101910", "TD-USG-TEL-UG-102213", "SIP Number", "NUMBERS", Some("INBOUND"), None, "1", "contact center"),
-    ("CALL", "TD-USG-TEL-IN-100100", "TD-USG-TEL-UG-102213", "Inbound call", "MINUTES", Some("INBOUND"), Some("ANSWERED"), "0.0085", "contact center"),
-    ("CALL", "TD-USG-TEL-OUT-100200", "TD-USG-TEL-UG-102213", "Outbound call", "MINUTES", Some("OUTBOUND"), Some("ANSWERED"), "0.014", "contact center"),
-    ("CALL", "TD-USG-TEL-IN-100100", "TD-USG-TEL-UG-102213", "Inbound call", "MINUTES", Some("INBOUND"), Some("MISSED"), "0.0085", "contact center"),
-    ("AMD", "TD-USG-AMD-100300", "TD-USG-TEL-UG-102213", "Answering machine detection", "REQUESTS", Some("OUTBOUND"), Some("MACHINE"), "0.0025", "contact center"),
-    ("API_REQUEST", "TD-USG-API-100400", "TD-USG-PLAT-UG-102300", "API request", "REQUESTS", None, None, "0.0001", "platform"),
-    ("CALL_SERVICE", "TD-USG-REC-100500", "TD-USG-TEL-UG-102213", "Call recording", "MINUTES", Some("INBOUND"), None, "0.002", "contact center"),
-    ("CREDIT_COMMIT", "TD-LIC-COMMIT-100600", "TD-LIC-COMMIT-100600", "Monthly credit commitment", "OTHER", None, None, "500", "billing"),
-    ("DIALER", "TD-USG-DIAL-100700", "TD-USG-TEL-UG-102213", "Predictive dialer", "SESSIONS", Some("OUTBOUND"), Some("ABANDONED"), "0.05", "outbound"),
-    ("MESSAGE", "TD-USG-SMS-100800", "TD-USG-MSG-UG-102400", "SMS", "SEGMENTS", Some("OUTBOUND"), None, "0.0079", "digital"),
-    ("PRODUCT_SERVICE", "TD-LIC-SEAT-100900", "TD-LIC-SEAT-100900", "Agent seat", "OTHER", None, None, "75", "licenses"),
-    ("RECHARGE", "TD-WAL-RCH-101000", "TD-WAL-RCH-101000", "Wallet recharge", "OTHER", None, None, "1", "contact center"),
-    ("SPEECH_TRANSCRIPTION", "TD-USG-STT-101100", "TD-USG-AI-UG-102500", "Speech transcription", "SECONDS", Some("INBOUND"), None, "0.0004", "ai"),
-    ("VOICEMAIL_TRANSCRIPTION", "TD-USG-VMT-101200", "TD-USG-AI-UG-102500", "Voicemail transcription", "MINUTES", Some("INBOUND"), Some("VOICEMAIL"), "0.02", "ai"),
-    ("OTHER", "TD-USG-STO-101300", "TD-USG-PLAT-UG-102300", "Recording storage", "GB", None, None, "0.023", "platform"),
+    (
+        "NUMBER",
+        "TD-LIC-APP-RC-101910",
+        "TD-USG-TEL-UG-102213",
+        "SIP Number",
+        "NUMBERS",
+        Some("INBOUND"),
+        None,
+        "1",
+        "contact center",
+    ),
+    (
+        "CALL",
+        "TD-USG-TEL-IN-100100",
+        "TD-USG-TEL-UG-102213",
+        "Inbound call",
+        "MINUTES",
+        Some("INBOUND"),
+        Some("ANSWERED"),
+        "0.0085",
+        "contact center",
+    ),
+    (
+        "CALL",
+        "TD-USG-TEL-OUT-100200",
+        "TD-USG-TEL-UG-102213",
+        "Outbound call",
+        "MINUTES",
+        Some("OUTBOUND"),
+        Some("ANSWERED"),
+        "0.014",
+        "contact center",
+    ),
+    (
+        "CALL",
+        "TD-USG-TEL-IN-100100",
+        "TD-USG-TEL-UG-102213",
+        "Inbound call",
+        "MINUTES",
+        Some("INBOUND"),
+        Some("MISSED"),
+        "0.0085",
+        "contact center",
+    ),
+    (
+        "AMD",
+        "TD-USG-AMD-100300",
+        "TD-USG-TEL-UG-102213",
+        "Answering machine detection",
+        "REQUESTS",
+        Some("OUTBOUND"),
+        Some("MACHINE"),
+        "0.0025",
+        "contact center",
+    ),
+    (
+        "API_REQUEST",
+        "TD-USG-API-100400",
+        "TD-USG-PLAT-UG-102300",
+        "API request",
+        "REQUESTS",
+        None,
+        None,
+        "0.0001",
+        "platform",
+    ),
+    (
+        "CALL_SERVICE",
+        "TD-USG-REC-100500",
+        "TD-USG-TEL-UG-102213",
+        "Call recording",
+        "MINUTES",
+        Some("INBOUND"),
+        None,
+        "0.002",
+        "contact center",
+    ),
+    (
+        "CREDIT_COMMIT",
+        "TD-LIC-COMMIT-100600",
+        "TD-LIC-COMMIT-100600",
+        "Monthly credit commitment",
+        "OTHER",
+        None,
+        None,
+        "500",
+        "billing",
+    ),
+    (
+        "DIALER",
+        "TD-USG-DIAL-100700",
+        "TD-USG-TEL-UG-102213",
+        "Predictive dialer",
+        "SESSIONS",
+        Some("OUTBOUND"),
+        Some("ABANDONED"),
+        "0.05",
+        "outbound",
+    ),
+    (
+        "MESSAGE",
+        "TD-USG-SMS-100800",
+        "TD-USG-MSG-UG-102400",
+        "SMS",
+        "SEGMENTS",
+        Some("OUTBOUND"),
+        None,
+        "0.0079",
+        "digital",
+    ),
+    (
+        "PRODUCT_SERVICE",
+        "TD-LIC-SEAT-100900",
+        "TD-LIC-SEAT-100900",
+        "Agent seat",
+        "OTHER",
+        None,
+        None,
+        "75",
+        "licenses",
+    ),
+    (
+        "RECHARGE",
+        "TD-WAL-RCH-101000",
+        "TD-WAL-RCH-101000",
+        "Wallet recharge",
+        "OTHER",
+        None,
+        None,
+        "1",
+        "contact center",
+    ),
+    (
+        "SPEECH_TRANSCRIPTION",
+        "TD-USG-STT-101100",
+        "TD-USG-AI-UG-102500",
+        "Speech transcription",
+        "SECONDS",
+        Some("INBOUND"),
+        None,
+        "0.0004",
+        "ai",
+    ),
+    (
+        "VOICEMAIL_TRANSCRIPTION",
+        "TD-USG-VMT-101200",
+        "TD-USG-AI-UG-102500",
+        "Voicemail transcription",
+        "MINUTES",
+        Some("INBOUND"),
+        Some("VOICEMAIL"),
+        "0.02",
+        "ai",
+    ),
+    (
+        "OTHER",
+        "TD-USG-STO-101300",
+        "TD-USG-PLAT-UG-102300",
+        "Recording storage",
+        "GB",
+        None,
+        None,
+        "0.023",
+        "platform",
+    ),
 ];
 
 /// The demo's accounts: five in the demo organization, two in another one (to show the 403).
@@ -88,13 +248,34 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
     for (a, account) in demo_accounts().iter().enumerate() {
         for back in 0..12u32 {
             let total = now.year() * 12 + now.month0() as i32 - back as i32;
-            let Some(start) = Utc.with_ymd_and_hms(total.div_euclid(12), total.rem_euclid(12) as u32 + 1, 1, 0, 0, 0).single() else {
+            let Some(start) = Utc
+                .with_ymd_and_hms(
+                    total.div_euclid(12),
+                    total.rem_euclid(12) as u32 + 1,
+                    1,
+                    0,
+                    0,
+                    0,
+                )
+                .single()
+            else {
                 continue;
             };
             for (p, product) in PRODUCTS.iter().enumerate() {
-                let (usage_type, product_id, aggr, description, unit, direction, resolution, price, wallet) = *product;
+                let (
+                    usage_type,
+                    product_id,
+                    aggr,
+                    description,
+                    unit,
+                    direction,
+                    resolution,
+                    price,
+                    wallet,
+                ) = *product;
                 for n in 0..3u64 {
-                    let seed = mix(((a as u64) << 40) ^ (u64::from(back) << 24) ^ ((p as u64) << 8) ^ n);
+                    let seed =
+                        mix(((a as u64) << 40) ^ (u64::from(back) << 24) ^ ((p as u64) << 8) ^ n);
                     let occurred_at = start + Duration::seconds((seed % (27 * 86_400)) as i64);
                     if occurred_at > now {
                         continue;
@@ -105,7 +286,10 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                         _ => Decimal::new((seed % 5_000_000) as i64 + 1, 2),
                     };
                     events.push(NewEvent {
-                        event_id: format!("demo-{}-{}-{back}-{p}-{n}", account.id, account.organization_id),
+                        event_id: format!(
+                            "demo-{}-{}-{back}-{p}-{n}",
+                            account.id, account.organization_id
+                        ),
                         account_id: account.id.clone(),
                         product_id: product_id.to_owned(),
                         aggr_product_id: aggr.to_owned(),
@@ -134,7 +318,10 @@ pub async fn load(conn: &mut diesel_async::AsyncPgConnection) -> anyhow::Result<
     let mut new = 0;
     for chunk in events.chunks(ingest::BATCH_SIZE) {
         let outcomes = ingest::insert_events(conn, chunk).await?;
-        new += outcomes.iter().filter(|o| **o == ingest::Outcome::Accepted).count();
+        new += outcomes
+            .iter()
+            .filter(|o| **o == ingest::Outcome::Accepted)
+            .count();
     }
     rollup::run_full(conn).await?;
     Ok((new, events.len() - new))
@@ -143,7 +330,9 @@ pub async fn load(conn: &mut diesel_async::AsyncPgConnection) -> anyhow::Result<
 fn random_secret() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..48).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
+    (0..48)
+        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+        .collect()
 }
 
 pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
@@ -164,7 +353,9 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     println!("  export TOKEN={token}");
     println!();
     println!("Try:");
-    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/month?per_page=3'");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/month?per_page=3'"
+    );
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/month?filter=type%20eq%20%27CALL%27%20and%20account_id%20eq%20%275ea75fe7aa224700012eae40%27&order_by=month:desc'");
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/month?filter=account_id%20eq%20%276fb86af8bb335811123fbf50%27'   # another organization's account: 403");
     if args.no_serve {

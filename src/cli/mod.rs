@@ -16,7 +16,11 @@ use crate::config::DatabaseArgs;
 use crate::db;
 
 #[derive(Debug, Parser)]
-#[command(name = "usage-api", version, about = "Month-aggregated usage per product, per account, as a paged HAL+JSON API behind OAuth2")]
+#[command(
+    name = "usage-api",
+    version,
+    about = "Month-aggregated usage per product, per account, as a paged HAL+JSON API behind OAuth2"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -57,7 +61,10 @@ impl FileFormat {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Ok(FileFormat::Csv)
-        } else if [".ndjson", ".jsonl", ".json"].iter().any(|ext| lower.ends_with(ext)) {
+        } else if [".ndjson", ".jsonl", ".json"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+        {
             Ok(FileFormat::Ndjson)
         } else {
             anyhow::bail!("cannot tell the format of '{path}' from its name: pass --format ndjson or --format csv")

@@ -39,7 +39,11 @@ pub fn state(
 }
 
 /// Starts serving `state` on an already bound listener.
-pub fn start(state: web::Data<AppState>, listener: TcpListener, workers: usize) -> anyhow::Result<Server> {
+pub fn start(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    workers: usize,
+) -> anyhow::Result<Server> {
     Ok(HttpServer::new(move || app(state.clone()))
         .workers(workers)
         .shutdown_timeout(10)

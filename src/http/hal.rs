@@ -22,8 +22,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Writes a decimal as a JSON number with its own digits (never through `f64`), without
 /// trailing zeros: `19990000.00` is written `19990000`.
 fn exact_number<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    let raw = RawValue::from_string(value.normalize().to_string())
-        .map_err(serde::ser::Error::custom)?;
+    let raw =
+        RawValue::from_string(value.normalize().to_string()).map_err(serde::ser::Error::custom)?;
     raw.serialize(serializer)
 }
 
@@ -208,7 +208,10 @@ mod tests {
              &filter=month%20eq%20%272023-08%27%20and%20wallet_name%20eq%20%27a%26b%27\
              &order_by=month%3Adesc"
         );
-        assert_eq!(page._links.prev.unwrap().href.split('&').next().unwrap(), "https://usage.example/express/usage/month?page=1");
+        assert_eq!(
+            page._links.prev.unwrap().href.split('&').next().unwrap(),
+            "https://usage.example/express/usage/month?page=1"
+        );
     }
 
     #[test]

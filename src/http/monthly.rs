@@ -47,10 +47,11 @@ impl ListParams {
         };
         let page = number("page", page, MAX_PAGE, 1);
         let per_page = number("per_page", per_page, MAX_PER_PAGE, DEFAULT_PER_PAGE);
-        let order = Order::parse(order_by_text.as_deref().unwrap_or("")).unwrap_or_else(|message| {
-            errors.push(FieldError::new("order_by", message));
-            Order::default()
-        });
+        let order =
+            Order::parse(order_by_text.as_deref().unwrap_or("")).unwrap_or_else(|message| {
+                errors.push(FieldError::new("order_by", message));
+                Order::default()
+            });
         let filter = filter::parse(filter_text.as_deref().unwrap_or(""))
             .map_err(|err| FieldError::new("filter", err.to_string()));
         let filter = match (filter, errors.is_empty()) {
@@ -110,7 +111,12 @@ pub async fn list(
         filter: params.filter_text.as_deref(),
         order_by: params.order_by_text.as_deref(),
     };
-    hal(&UsagePage::new(records, found.total, params.query.page, &links))
+    hal(&UsagePage::new(
+        records,
+        found.total,
+        params.query.page,
+        &links,
+    ))
 }
 
 pub async fn show(
@@ -148,7 +154,9 @@ mod tests {
 
     #[test]
     fn every_bad_parameter_is_named() {
-        let err = ListParams::parse("page=0&per_page=251&order_by=x&filter=(").err().unwrap();
+        let err = ListParams::parse("page=0&per_page=251&order_by=x&filter=(")
+            .err()
+            .unwrap();
         assert_eq!(fields(err), vec!["page", "per_page", "order_by", "filter"]);
         let err = ListParams::parse("filter=month%20eq%20'x'").err().unwrap();
         assert_eq!(fields(err), vec!["filter!filter"]);

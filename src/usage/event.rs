@@ -9,7 +9,9 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::model::{is_currency, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS};
+use super::model::{
+    is_currency, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
+};
 use crate::db::schema::usage_events;
 
 /// Largest accepted quantity or unit price (exclusive).
@@ -150,9 +152,10 @@ impl RawEvent {
         let unit = required("unit", self.unit)?;
         let quantity = decimal("quantity", required("quantity", self.quantity)?)?;
         let unit_price = decimal("unit_price", required("unit_price", self.unit_price)?)?;
-        if quantity.checked_mul(unit_price).is_none_or(|amount| {
-            amount.scale() != quantity.scale() + unit_price.scale()
-        }) {
+        if quantity
+            .checked_mul(unit_price)
+            .is_none_or(|amount| amount.scale() != quantity.scale() + unit_price.scale())
+        {
             return Err("quantity × unit_price exceeds the supported precision".to_owned());
         }
         let currency = required("currency", self.currency)?;
@@ -174,10 +177,20 @@ impl RawEvent {
                 .to_owned(),
             description: text("description", self.description)?,
             currency,
-            direction: optional_enum("direction", self.direction, Direction::parse, Direction::expected)?
-                .map(|d| d.as_str().to_owned()),
-            resolution: optional_enum("resolution", self.resolution, Resolution::parse, Resolution::expected)?
-                .map(|r| r.as_str().to_owned()),
+            direction: optional_enum(
+                "direction",
+                self.direction,
+                Direction::parse,
+                Direction::expected,
+            )?
+            .map(|d| d.as_str().to_owned()),
+            resolution: optional_enum(
+                "resolution",
+                self.resolution,
+                Resolution::parse,
+                Resolution::expected,
+            )?
+            .map(|r| r.as_str().to_owned()),
             unit: Unit::parse(&unit)
                 .ok_or_else(|| unknown("unit", &unit, Unit::expected()))?
                 .as_str()
@@ -280,7 +293,9 @@ mod tests {
         assert_eq!(e.unit_price.to_string(), "0.0001");
         assert_eq!(e.direction, None);
         assert_eq!(e.description, "");
-        let big = GOOD.replace("0.000001", "1000000").replace("\"0.0001\"", "19.99");
+        let big = GOOD
+            .replace("0.000001", "1000000")
+            .replace("\"0.0001\"", "19.99");
         let e = event(&big).unwrap();
         assert_eq!((e.quantity * e.unit_price).to_string(), "19990000.00");
         let sci = GOOD.replace("0.000001", "1.5e2");
@@ -290,14 +305,38 @@ mod tests {
     #[test]
     fn bad_fields_have_reasons() {
         let cases = [
-            (GOOD.replace("0.000001", "-1"), "quantity must not be negative"),
-            (GOOD.replace("\"USD\"", "\"XYZ\""), "currency 'XYZ' is not an ISO 4217 code"),
-            (GOOD.replace("\"CALL\"", "\"CALLS\""), "type 'CALLS' is not one of"),
-            (GOOD.replace("2023-08-31T23:59:59.999999Z", "yesterday"), "occurred_at 'yesterday' is not an RFC 3339 timestamp"),
-            (GOOD.replace("\"event_id\":\"e1\",", ""), "event_id is missing"),
-            (GOOD.replace("0.000001", "\"NaN\""), "quantity 'NaN' is not a decimal number"),
-            (GOOD.replace("0.000001", "0.0000000000001"), "quantity has more than 12 decimal places"),
-            (GOOD.replace("\"a1\"", "5"), "invalid JSON: invalid type: integer `5`, expected a string"),
+            (
+                GOOD.replace("0.000001", "-1"),
+                "quantity must not be negative",
+            ),
+            (
+                GOOD.replace("\"USD\"", "\"XYZ\""),
+                "currency 'XYZ' is not an ISO 4217 code",
+            ),
+            (
+                GOOD.replace("\"CALL\"", "\"CALLS\""),
+                "type 'CALLS' is not one of",
+            ),
+            (
+                GOOD.replace("2023-08-31T23:59:59.999999Z", "yesterday"),
+                "occurred_at 'yesterday' is not an RFC 3339 timestamp",
+            ),
+            (
+                GOOD.replace("\"event_id\":\"e1\",", ""),
+                "event_id is missing",
+            ),
+            (
+                GOOD.replace("0.000001", "\"NaN\""),
+                "quantity 'NaN' is not a decimal number",
+            ),
+            (
+                GOOD.replace("0.000001", "0.0000000000001"),
+                "quantity has more than 12 decimal places",
+            ),
+            (
+                GOOD.replace("\"a1\"", "5"),
+                "invalid JSON: invalid type: integer `5`, expected a string",
+            ),
             ("{".to_owned(), "invalid JSON"),
         ];
         for (json, reason) in cases {
@@ -309,10 +348,27 @@ mod tests {
     #[test]
     fn csv_fields_set_by_header() {
         let mut raw = RawEvent::default();
-        for (k, v) in [("event_id", "e"), ("account_id", "a"), ("product_id", "p"), ("aggr_product_id", "ap"), ("type", "NUMBER"), ("unit", "NUMBERS"), ("occurred_at", "2023-08-01T00:00:00Z"), ("quantity", "5"), ("unit_price", "1"), ("currency", "USD"), ("direction", ""), ("resolution", "ANSWERED"), ("ignored", "x")] {
+        for (k, v) in [
+            ("event_id", "e"),
+            ("account_id", "a"),
+            ("product_id", "p"),
+            ("aggr_product_id", "ap"),
+            ("type", "NUMBER"),
+            ("unit", "NUMBERS"),
+            ("occurred_at", "2023-08-01T00:00:00Z"),
+            ("quantity", "5"),
+            ("unit_price", "1"),
+            ("currency", "USD"),
+            ("direction", ""),
+            ("resolution", "ANSWERED"),
+            ("ignored", "x"),
+        ] {
             raw.set(k, v);
         }
         let e = raw.validate().unwrap();
-        assert_eq!((e.direction, e.resolution.as_deref()), (None, Some("ANSWERED")));
+        assert_eq!(
+            (e.direction, e.resolution.as_deref()),
+            (None, Some("ANSWERED"))
+        );
     }
 }

@@ -462,7 +462,9 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
                 return Err(fail(format!("'{}' is never null", field.name())));
             }
             if !matches!(op, Op::Eq | Op::Ne) {
-                return Err(fail("null can only be compared with eq, ne or in".to_owned()));
+                return Err(fail(
+                    "null can only be compared with eq, ne or in".to_owned(),
+                ));
             }
             return Ok(Value::Null);
         }
@@ -485,7 +487,9 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
                     .map(Value::Id)
                     .map_err(|_| fail(format!("invalid id '{text}'")))
             } else {
-                Err(fail(format!("invalid id '{text}': expected 32 hexadecimal characters")))
+                Err(fail(format!(
+                    "invalid id '{text}': expected 32 hexadecimal characters"
+                )))
             }
         }
         Field::Month => Month::parse(text)
@@ -530,7 +534,8 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
     }
 }
 
-type Predicate = Box<dyn BoxableExpression<crate::db::schema::usage_monthly::table, Pg, SqlType = Bool>>;
+type Predicate =
+    Box<dyn BoxableExpression<crate::db::schema::usage_monthly::table, Pg, SqlType = Bool>>;
 
 /// Builds the predicate for a non-null column and a non-null value.
 macro_rules! compare {
@@ -674,7 +679,9 @@ mod tests {
         let f = parse("month eq '2023-01' or month eq '2023-02' and type eq 'CALL'")
             .unwrap()
             .unwrap();
-        assert!(matches!(f.expr(), Expr::Or(terms) if terms.len() == 2 && matches!(terms[1], Expr::And(_))));
+        assert!(
+            matches!(f.expr(), Expr::Or(terms) if terms.len() == 2 && matches!(terms[1], Expr::And(_)))
+        );
     }
 
     #[test]
@@ -683,25 +690,66 @@ mod tests {
             .unwrap()
             .unwrap();
         let Expr::Not(inner) = f.expr() else { panic!() };
-        let Expr::Or(terms) = inner.as_ref() else { panic!() };
-        assert_eq!(terms[0], Expr::Compare(Field::WalletName, Op::Eq, Value::Text("it's".into())));
-        assert_eq!(terms[1], Expr::In(Field::Direction, vec![Value::Text("INBOUND".into()), Value::Null]));
+        let Expr::Or(terms) = inner.as_ref() else {
+            panic!()
+        };
+        assert_eq!(
+            terms[0],
+            Expr::Compare(Field::WalletName, Op::Eq, Value::Text("it's".into()))
+        );
+        assert_eq!(
+            terms[1],
+            Expr::In(
+                Field::Direction,
+                vec![Value::Text("INBOUND".into()), Value::Null]
+            )
+        );
     }
 
     #[test]
     fn errors_name_the_column() {
-        assert_eq!(err("month eq '2023-01' and and"), "expected a field name, found 'and' at column 24");
-        assert_eq!(err("month eq '2023-13'"), "invalid month '2023-13': expected YYYY-MM at column 10");
+        assert_eq!(
+            err("month eq '2023-01' and and"),
+            "expected a field name, found 'and' at column 24"
+        );
+        assert_eq!(
+            err("month eq '2023-13'"),
+            "invalid month '2023-13': expected YYYY-MM at column 10"
+        );
         assert_eq!(err("month eq '2023-01')"), "unexpected ')' at column 19");
-        assert_eq!(err("type eq 'call'"), format!("unknown type 'call'; expected one of {} at column 9", UsageType::expected()));
+        assert_eq!(
+            err("type eq 'call'"),
+            format!(
+                "unknown type 'call'; expected one of {} at column 9",
+                UsageType::expected()
+            )
+        );
         assert_eq!(err("month eq '2023"), "unterminated string at column 10");
-        assert_eq!(err("month = '2023-01'"), "unexpected character '=' at column 7");
-        assert_eq!(err("colour eq 'red'").split(';').next().unwrap(), "unknown field 'colour'");
-        assert_eq!(err("account_id eq null"), "'account_id' is never null at column 15");
-        assert_eq!(err("direction gt null"), "null can only be compared with eq, ne or in at column 14");
+        assert_eq!(
+            err("month = '2023-01'"),
+            "unexpected character '=' at column 7"
+        );
+        assert_eq!(
+            err("colour eq 'red'").split(';').next().unwrap(),
+            "unknown field 'colour'"
+        );
+        assert_eq!(
+            err("account_id eq null"),
+            "'account_id' is never null at column 15"
+        );
+        assert_eq!(
+            err("direction gt null"),
+            "null can only be compared with eq, ne or in at column 14"
+        );
         assert_eq!(err("month like '2023-01'"), "expected an operator (eq, ne, gt, ge, lt, le, in) after 'month', found 'like' at column 7");
-        assert_eq!(err("(month eq '2023-01'"), "expected ')', found end of filter at column 20");
-        assert_eq!(err("month in ()"), "expected a quoted value or null, found ')' at column 11");
+        assert_eq!(
+            err("(month eq '2023-01'"),
+            "expected ')', found end of filter at column 20"
+        );
+        assert_eq!(
+            err("month in ()"),
+            "expected a quoted value or null, found ')' at column 11"
+        );
     }
 
     #[test]

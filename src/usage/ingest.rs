@@ -154,8 +154,16 @@ pub async fn ingest(
 
 /// Records of either format, each with the line number it starts on.
 enum Records<R: BufRead> {
-    Ndjson { input: R, line: u64, buffer: Vec<u8> },
-    Csv { reader: csv::Reader<R>, headers: Vec<String>, record: csv::StringRecord },
+    Ndjson {
+        input: R,
+        line: u64,
+        buffer: Vec<u8>,
+    },
+    Csv {
+        reader: csv::Reader<R>,
+        headers: Vec<String>,
+        record: csv::StringRecord,
+    },
 }
 
 impl<R: BufRead> Records<R> {
@@ -187,7 +195,11 @@ impl<R: BufRead> Records<R> {
     /// cannot be read (a bad record is an `Ok(Some((line, Err(reason))))`).
     fn next_record(&mut self) -> anyhow::Result<Option<(u64, Result<RawEvent, String>)>> {
         match self {
-            Records::Ndjson { input, line, buffer } => loop {
+            Records::Ndjson {
+                input,
+                line,
+                buffer,
+            } => loop {
                 buffer.clear();
                 *line += 1;
                 let read = std::io::Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1)

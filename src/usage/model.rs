@@ -138,8 +138,21 @@ mod tests {
 
     #[test]
     fn month_parses_only_yyyy_mm() {
-        assert_eq!(Month::parse("2023-08").map(|m| m.to_string()).as_deref(), Some("2023-08"));
-        for bad in ["2023-13", "2023-00", "2023-8", "23-08", "2023/08", "2023-08-01", "0000-01", "+023-08", "2023-0a"] {
+        assert_eq!(
+            Month::parse("2023-08").map(|m| m.to_string()).as_deref(),
+            Some("2023-08")
+        );
+        for bad in [
+            "2023-13",
+            "2023-00",
+            "2023-8",
+            "23-08",
+            "2023/08",
+            "2023-08-01",
+            "0000-01",
+            "+023-08",
+            "2023-0a",
+        ] {
             assert_eq!(Month::parse(bad), None, "{bad}");
         }
     }

@@ -143,22 +143,48 @@ mod tests {
     #[test]
     fn order_by_parses_and_breaks_ties_by_id() {
         let order = Order::parse("month:desc, total_amount").unwrap();
-        let fields: Vec<_> = order.keys().iter().map(|k| (k.field, k.descending)).collect();
+        let fields: Vec<_> = order
+            .keys()
+            .iter()
+            .map(|k| (k.field, k.descending))
+            .collect();
         assert_eq!(
             fields,
-            vec![(SortField::Month, true), (SortField::TotalAmount, false), (SortField::Id, false)]
+            vec![
+                (SortField::Month, true),
+                (SortField::TotalAmount, false),
+                (SortField::Id, false)
+            ]
         );
         assert_eq!(Order::parse("").unwrap(), Order::default());
-        assert!(Order::parse("colour:asc").unwrap_err().starts_with("unknown field 'colour'"));
-        assert!(Order::parse("month:up").unwrap_err().starts_with("unknown direction"));
-        assert!(Order::parse("month,month:desc").unwrap_err().contains("twice"));
-        assert!(Order::parse(&"a".repeat(41)).unwrap_err().contains("limit is 40"));
+        assert!(Order::parse("colour:asc")
+            .unwrap_err()
+            .starts_with("unknown field 'colour'"));
+        assert!(Order::parse("month:up")
+            .unwrap_err()
+            .starts_with("unknown direction"));
+        assert!(Order::parse("month,month:desc")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(Order::parse(&"a".repeat(41))
+            .unwrap_err()
+            .contains("limit is 40"));
     }
 
     #[test]
     fn numbers_are_plain_and_bounded() {
         assert_eq!(parse_bounded("250", 1, 250), Ok(250));
-        for bad in ["0", "251", "-1", "+1", "1.0", "abc", "", " 1", "99999999999"] {
+        for bad in [
+            "0",
+            "251",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "",
+            " 1",
+            "99999999999",
+        ] {
             assert!(parse_bounded(bad, 1, 250).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,250 @@
+//! `usage-api accounts import`, `ingest` and `rollup`, run as the real binary against the test
+//! schema: good lines kept, bad lines named with their line numbers, the same file twice changes
+//! nothing.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::support::tokens::token;
+use crate::support::TestApp;
+
+fn usage_api(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usage-api"))
+        .args(args)
+        .env("DATABASE_URL", &app.db.url)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run usage-api");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn out(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    )
+}
+
+const ACCOUNTS_CSV: &str =
+    "id,organization_id,name\na1,org-a,Support\na2,org-a,Sales\n,org-a,no id\nb1,org-b,Other\n";
+
+fn line(event_id: &str, account: &str, quantity: &str) -> String {
+    format!(
+        r#"{{"event_id":"{event_id}","account_id":"{account}","product_id":"P-1","aggr_product_id":"AP-1","type":"CALL","unit":"MINUTES","direction":"INBOUND","resolution":null,"description":"Call","wallet_name":"main","occurred_at":"2023-08-01T10:00:00Z","quantity":{quantity},"unit_price":"0.5","currency":"USD"}}"#
+    )
+}
+
+fn mixed_ndjson() -> String {
+    [
+        line("e1", "a1", "10"),                             // 1 good
+        "{not json".to_owned(),                             // 2 bad JSON
+        line("e2", "nobody", "1"),                          // 3 unknown account
+        String::new(),                                      // 4 blank: skipped
+        line("e3", "a1", "-1"),                             // 5 negative
+        line("e4", "a2", "2.25"),                           // 6 good
+        line("e1", "a1", "10"),                             // 7 duplicate in the file
+        line("e5", "a1", "1").replace("\"USD\"", "\"US\""), // 8 bad currency
+        line("e6", "b1", "4"),                              // 9 good (org-b)
+    ]
+    .join("\n")
+}
+
+#[actix_web::test]
+async fn a_mixed_file_keeps_the_good_lines_names_the_bad_ones_and_is_idempotent() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.csv");
+    std::fs::write(&accounts, ACCOUNTS_CSV).unwrap();
+    let imported = usage_api(
+        &app,
+        &["accounts", "import", accounts.to_str().unwrap()],
+        None,
+    );
+    assert!(imported.status.success(), "{:?}", out(&imported));
+    assert_eq!(
+        out(&imported),
+        (
+            "accounts: 3, rejected: 1".to_owned(),
+            "line 4: id is missing".to_owned()
+        )
+    );
+
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, mixed_ndjson()).unwrap();
+    let first = usage_api(&app, &["ingest", events.to_str().unwrap()], None);
+    assert!(first.status.success(), "{:?}", out(&first));
+    let (stdout, stderr) = out(&first);
+    assert_eq!(stdout, "accepted: 3, duplicate: 1, rejected: 4");
+    let rejects: Vec<&str> = stderr.lines().collect();
+    assert_eq!(rejects.len(), 4, "{stderr}");
+    assert!(rejects[0].starts_with("line 2: invalid JSON"), "{stderr}");
+    assert!(
+        rejects.contains(&"line 5: quantity must not be negative"),
+        "{stderr}"
+    );
+    assert!(
+        rejects.contains(&"line 8: currency 'US' is not an ISO 4217 code"),
+        "{stderr}"
+    );
+    assert!(
+        rejects.contains(&"line 3: unknown account 'nobody'"),
+        "{stderr}"
+    );
+
+    let rolled = usage_api(&app, &["rollup"], None);
+    assert!(rolled.status.success(), "{:?}", out(&rolled));
+    assert_eq!(out(&rolled).0, "aggregates: 3, changed: 3, removed: 0");
+    let before = app.get("/express/usage/month", &token("org-a")).await;
+    assert_eq!(before.body["total"], 2);
+
+    // The same file again: nothing new, the same rejects, the same totals.
+    let rejects_file = dir.path().join("rejects.txt");
+    let second = usage_api(
+        &app,
+        &[
+            "ingest",
+            events.to_str().unwrap(),
+            "--rejects",
+            rejects_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        out(&second),
+        (
+            "accepted: 0, duplicate: 4, rejected: 4".to_owned(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rejects_file)
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+    let rolled = usage_api(&app, &["rollup", "--full"], None);
+    assert_eq!(out(&rolled).0, "aggregates: 3, changed: 0, removed: 0");
+    let after = app.get("/express/usage/month", &token("org-a")).await;
+    assert_eq!(after.body, before.body);
+    assert!(
+        after
+            .text
+            .contains(r#""number_of_units":10,"total_amount":5,"#),
+        "{}",
+        after.text
+    );
+    assert!(
+        after
+            .text
+            .contains(r#""number_of_units":2.25,"total_amount":1.125,"#),
+        "{}",
+        after.text
+    );
+}
+
+#[actix_web::test]
+async fn csv_and_standard_input_load_the_same_way() {
+    let app = TestApp::spawn().await;
+    app.accounts(&[("a1", "org-a")]).await;
+    let csv = "event_id,account_id,product_id,aggr_product_id,type,unit,direction,resolution,description,wallet_name,occurred_at,quantity,unit_price,currency\n\
+               c1,a1,P-1,AP-1,MESSAGE,SEGMENTS,OUTBOUND,,\"SMS, international\",digital,2023-08-01T10:00:00Z,3,0.0079,EUR\n\
+               c2,a1,P-1,AP-1,SMS,SEGMENTS,OUTBOUND,,SMS,digital,2023-08-01T10:00:00Z,3,0.0079,EUR\n\
+               c3,a1,P-1,AP-1,MESSAGE,SEGMENTS,OUTBOUND\n\
+               c4,a1,P-1,AP-1,MESSAGE,SEGMENTS,OUTBOUND,,\"SMS, international\",digital,2023-08-20T10:00:00Z,1_000,0.0079,EUR\n";
+    let loaded = usage_api(&app, &["ingest", "-", "--format", "csv"], Some(csv));
+    assert!(loaded.status.success(), "{:?}", out(&loaded));
+    let (stdout, stderr) = out(&loaded);
+    assert_eq!(stdout, "accepted: 1, duplicate: 0, rejected: 3");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        vec![
+            "line 3: type 'SMS' is not one of AMD, API_REQUEST, CALL, CALL_SERVICE, CREDIT_COMMIT, DIALER, MESSAGE, NUMBER, PRODUCT_SERVICE, RECHARGE, SPEECH_TRANSCRIPTION, VOICEMAIL_TRANSCRIPTION, OTHER",
+            "line 4: has 7 fields; the header has 14",
+            "line 5: quantity '1_000' is not a decimal number",
+        ]
+    );
+    let ndjson = line("n1", "a1", "\"7\"");
+    let loaded = usage_api(&app, &["ingest", "-"], Some(&ndjson));
+    assert_eq!(out(&loaded).0, "accepted: 1, duplicate: 0, rejected: 0");
+    assert!(usage_api(&app, &["rollup"], None).status.success());
+    let reply = app
+        .get("/express/usage/month?order_by=currency", &token("org-a"))
+        .await;
+    assert_eq!(reply.body["total"], 2);
+    assert_eq!(
+        reply.body["_embedded"]["usage"][0]["description"],
+        "SMS, international"
+    );
+    assert!(
+        reply
+            .text
+            .contains(r#""number_of_units":3,"total_amount":0.0237,"#),
+        "{}",
+        reply.text
+    );
+}
+
+#[actix_web::test]
+async fn a_file_whose_format_cannot_be_told_is_refused_before_loading() {
+    let app = TestApp::spawn().await;
+    let output = usage_api(&app, &["ingest", "events.txt"], None);
+    assert!(!output.status.success());
+    assert!(out(&output).1.contains("--format"), "{:?}", out(&output));
+}
+
+#[actix_web::test]
+async fn development_tokens_need_the_development_secret() {
+    let app = TestApp::spawn().await;
+    let refused = usage_api(&app, &["token", "--org", "org-a"], None);
+    assert!(!refused.status.success());
+    assert!(
+        out(&refused).1.contains("OAUTH_DEV_SECRET"),
+        "{:?}",
+        out(&refused)
+    );
+
+    let secret = "a-development-secret-of-32-chars-or-more";
+    let minted = Command::new(env!("CARGO_BIN_EXE_usage-api"))
+        .args(["token", "--org", "org-a"])
+        .env("OAUTH_DEV_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(minted.status.success(), "{:?}", minted);
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let verify = |dev_secret: Option<&str>| {
+        let config = usage_api::config::AuthConfig {
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            algorithms: vec![jsonwebtoken::Algorithm::RS256],
+            org_claim: "org_id".into(),
+            leeway: std::time::Duration::from_secs(30),
+            jwks_min_refresh: std::time::Duration::from_secs(30),
+            jwks_max_age: std::time::Duration::from_secs(600),
+            dev_secret: dev_secret.map(str::to_owned),
+        };
+        usage_api::auth::Verifier::new(config)
+    };
+    let principal = verify(Some(secret)).unwrap().verify(&token).await.unwrap();
+    assert_eq!(principal.organization_id, "org-a");
+    assert_eq!(principal.scopes, vec!["express-accounts-usage:read"]);
+    let other = verify(Some("another-secret-that-is-long-enough-too")).unwrap();
+    assert_eq!(
+        other.verify(&token).await.unwrap_err(),
+        "the token's signature is invalid"
+    );
+    assert!(verify(None).is_err(), "no key at all: refuse to start");
+}

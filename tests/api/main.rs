@@ -1,0 +1,12 @@
+//! The integration tests: the real server, the real Postgres (a schema per test), real tokens
+//! against a real JWKS over loopback.
+
+mod auth;
+mod filters;
+mod ingest;
+mod money;
+mod openapi_schema;
+mod ownership;
+mod pagination;
+mod params;
+mod support;

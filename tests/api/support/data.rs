@@ -1,0 +1,35 @@
+//! Small builders for test data.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use usage_api::usage::event::NewEvent;
+
+pub fn dec(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+pub fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// An event with sensible defaults: one CALL minute at 1 USD on 2023-08-15.
+pub fn event(event_id: &str, account_id: &str) -> NewEvent {
+    NewEvent {
+        event_id: event_id.to_owned(),
+        account_id: account_id.to_owned(),
+        product_id: "TD-USG-TEL-IN-100100".to_owned(),
+        aggr_product_id: "TD-USG-TEL-UG-102213".to_owned(),
+        usage_type: "CALL".to_owned(),
+        description: "Inbound call".to_owned(),
+        currency: "USD".to_owned(),
+        direction: Some("INBOUND".to_owned()),
+        resolution: Some("ANSWERED".to_owned()),
+        unit: "MINUTES".to_owned(),
+        unit_price: dec("1"),
+        wallet_name: "contact center".to_owned(),
+        quantity: dec("1"),
+        occurred_at: at("2023-08-15T12:00:00Z"),
+    }
+}

@@ -1,0 +1,237 @@
+//! `TestApp`: the real server on a loopback port, against a fresh schema of the real Postgres,
+//! verifying real tokens against a real JWKS server. Every response a test reads is checked
+//! against openapi.yaml.
+
+pub mod data;
+pub mod db;
+pub mod jwks;
+pub mod tokens;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use diesel_async::AsyncPgConnection;
+use jsonwebtoken::Algorithm;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use usage_api::app::AppState;
+use usage_api::auth::Verifier;
+use usage_api::config::AuthConfig;
+use usage_api::db::{pool, PoolOptions};
+use usage_api::usage::event::NewEvent;
+use usage_api::usage::{accounts, ingest, rollup};
+
+use crate::openapi_schema::assert_matches_schema;
+pub use db::TestDb;
+pub use jwks::JwksServer;
+
+/// The configured public URL: links must be built from it, never from the Host header.
+pub const PUBLIC_URL: &str = "https://usage.example.test/base";
+
+pub struct TestApp {
+    /// Where the server really listens.
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub jwks: JwksServer,
+    handle: ServerHandle,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+    /// The body as sent: exact decimals are checked on it, not on a parsed (f64) number.
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The ids of the records of a list page, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.body["_embedded"]["usage"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a page: {}", self.body))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    /// The `name` of every entry of the error's `fields`.
+    pub fn field_names(&self) -> Vec<String> {
+        self.body["fields"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .map(|e| e["name"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub struct Options {
+    pub jwks_min_refresh: Duration,
+    pub kids: Vec<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            jwks_min_refresh: Duration::from_secs(60),
+            kids: vec!["rsa-1", "ec-1", "ed-1"],
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        let db = TestDb::new().await;
+        let jwks = JwksServer::start(&options.kids);
+        let config = AuthConfig {
+            jwks_url: Some(jwks.url.clone()),
+            issuer: Some(tokens::ISSUER.to_owned()),
+            audience: Some(tokens::AUDIENCE.to_owned()),
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
+            org_claim: "org_id".to_owned(),
+            leeway: Duration::from_secs(30),
+            jwks_min_refresh: options.jwks_min_refresh,
+            jwks_max_age: Duration::from_secs(600),
+            dev_secret: None,
+        };
+        let pool_options = PoolOptions {
+            max_size: 4,
+            ..PoolOptions::default()
+        };
+        let state = web::Data::new(AppState {
+            pool: pool::build(&db.url, &pool_options).unwrap(),
+            verifier: Verifier::new(config).unwrap(),
+            public_url: PUBLIC_URL.to_owned(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let server = usage_api::cli::serve::start(state, listener, 1).unwrap();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        TestApp {
+            address,
+            client,
+            db,
+            jwks,
+            handle,
+        }
+    }
+
+    /// GET `path_and_query` with extra headers; the answer is checked against openapi.yaml.
+    pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self.client.get(format!("{}{path_and_query}", self.address));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{status} {path_and_query}: not JSON: {text}"));
+        assert!(
+            headers.contains_key("x-request-id"),
+            "no X-Request-Id on {path_and_query}"
+        );
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let path = path_and_query.split('?').next().unwrap();
+        if status == 200 && path.starts_with("/express/usage/month") {
+            assert_eq!(content_type, "application/hal+json");
+            let schema = if path == "/express/usage/month" {
+                "UsagePage"
+            } else {
+                "UsageRecord"
+            };
+            assert_matches_schema(schema, &body);
+        } else if status >= 400 {
+            assert_eq!(content_type, "application/json");
+            assert_matches_schema("Error", &body);
+        }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// GET with a bearer token.
+    pub async fn get(&self, path_and_query: &str, token: &str) -> Reply {
+        let authorization = format!("Bearer {token}");
+        self.get_with(path_and_query, &[("Authorization", authorization.as_str())])
+            .await
+    }
+
+    /// Follows an absolute link of the API (built on PUBLIC_URL) against the real address.
+    pub async fn follow(&self, href: &str, token: &str) -> Reply {
+        let rest = href
+            .strip_prefix(PUBLIC_URL)
+            .unwrap_or_else(|| panic!("link {href} is not built on {PUBLIC_URL}"));
+        self.get(rest, token).await
+    }
+
+    pub async fn conn(&self) -> AsyncPgConnection {
+        self.db.conn().await
+    }
+
+    /// Creates accounts: (account id, organization id).
+    pub async fn accounts(&self, pairs: &[(&str, &str)]) {
+        let batch: Vec<accounts::NewAccount> = pairs
+            .iter()
+            .map(|(id, org)| accounts::NewAccount {
+                id: (*id).to_owned(),
+                organization_id: (*org).to_owned(),
+                name: format!("Account {id}"),
+            })
+            .collect();
+        accounts::upsert(&mut self.conn().await, &batch)
+            .await
+            .unwrap();
+    }
+
+    /// Inserts events (their accounts must exist) and answers the outcome of each.
+    pub async fn insert(&self, events: &[NewEvent]) -> Vec<ingest::Outcome> {
+        ingest::insert_events(&mut self.conn().await, events)
+            .await
+            .unwrap()
+    }
+
+    pub async fn rollup(&self) -> rollup::RollupStats {
+        rollup::run_full(&mut self.conn().await).await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::spawn(async move { handle.stop(false).await });
+    }
+}
