@@ -159,7 +159,8 @@ impl LinkParams<'_> {
 
 impl UsagePage {
     /// Builds the envelope for `page` of a list of `total` rows. An empty list still has a first
-    /// and last page (page 1); a page past the end links back with `prev`.
+    /// and last page (page 1); a page past the end links `prev` to the last page, so that a
+    /// client walking back lands on data at once rather than on more empty pages.
     pub fn new(records: Vec<UsageRecord>, total: i64, page: u32, links: &LinkParams) -> Self {
         let per_page = i64::from(links.per_page);
         let total_pages = (total + per_page - 1) / per_page;
@@ -176,7 +177,7 @@ impl UsagePage {
                 self_: Link::to(links.page_href(current)),
                 first: Link::to(links.page_href(1)),
                 last: Link::to(links.page_href(last)),
-                prev: (current > 1).then(|| Link::to(links.page_href(current - 1))),
+                prev: (current > 1).then(|| Link::to(links.page_href((current - 1).min(last)))),
                 next: (current < total_pages).then(|| Link::to(links.page_href(current + 1))),
                 show: Link {
                     href: format!("{}{LIST_PATH}/{{id}}", links.base_url),

@@ -24,7 +24,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable};
 use uuid::Uuid;
 
-use super::model::{Direction, Month, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS};
+use super::model::{
+    is_currency, Direction, Month, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
+};
 use crate::db::schema::usage_monthly::dsl as um;
 
 /// Longest accepted filter, in characters.
@@ -508,11 +510,11 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
             .map(|_| Value::Text(text.clone()))
             .ok_or_else(|| one_of("unit", Unit::expected())),
         Field::Currency => {
-            if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) {
+            if is_currency(text) {
                 Ok(Value::Text(text.clone()))
             } else {
                 Err(fail(format!(
-                    "invalid currency '{text}': expected a 3-letter ISO 4217 code"
+                    "invalid currency '{text}': expected an ISO 4217 code"
                 )))
             }
         }

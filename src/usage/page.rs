@@ -50,7 +50,7 @@ impl SortField {
     fn parse(name: &str) -> Option<SortField> {
         Self::ALL
             .iter()
-            .find(|(text, _)| *text == name)
+            .find(|(text, _)| text.eq_ignore_ascii_case(name))
             .map(|(_, field)| *field)
     }
 
@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn order_by_parses_and_breaks_ties_by_id() {
-        let order = Order::parse("month:desc, total_amount").unwrap();
+        let order = Order::parse("month:desc, Total_Amount").unwrap();
         let fields: Vec<_> = order
             .keys()
             .iter()

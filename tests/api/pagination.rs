@@ -114,8 +114,16 @@ async fn page_past_the_end_is_empty_with_links() {
     let links = &reply.body["_links"];
     assert_eq!(links["first"]["href"], href(1, ""));
     assert_eq!(links["last"]["href"], href(5, ""));
-    assert_eq!(links["prev"]["href"], href(8, ""));
+    assert_eq!(
+        links["prev"]["href"],
+        href(5, ""),
+        "back to the last page with data"
+    );
     assert!(links.get("next").is_none());
+    let just_past = app
+        .get("/express/usage/month?page=6&per_page=5", &token("org-a"))
+        .await;
+    assert_eq!(just_past.body["_links"]["prev"]["href"], href(5, ""));
 }
 
 #[actix_web::test]

@@ -3,7 +3,7 @@
 
 use crate::filters::encode;
 use crate::support::tokens::token;
-use crate::support::TestApp;
+use crate::support::{Options, TestApp};
 
 #[actix_web::test]
 async fn malformed_parameters_are_named() {
@@ -266,4 +266,29 @@ async fn request_ids_are_echoed_when_sane_and_made_up_otherwise() {
         (ready.status, ready.body["status"].as_str()),
         (200, Some("ready"))
     );
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_is_a_503_with_retry_after_and_no_details() {
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    let app = TestApp::spawn_with(Options {
+        database_url: Some("postgres://root@127.0.0.1:9/usage_api".to_owned()),
+        ..Options::default()
+    })
+    .await;
+    let reply = app.get("/express/usage/month", &token("org-a")).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, "service_unavailable"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(
+        !reply.text.contains("127.0.0.1") && !reply.text.to_lowercase().contains("connect"),
+        "{}",
+        reply.text
+    );
+    let ready = app.get_with("/health/ready", &[]).await;
+    assert_eq!(ready.status, 503);
 }
