@@ -223,6 +223,7 @@ async fn rotated_keys_are_picked_up_and_retired_keys_stop_working() {
     let app = TestApp::spawn_with(Options {
         jwks_min_refresh: Duration::ZERO,
         kids: vec!["rsa-1"],
+        ..Options::default()
     })
     .await;
     assert_eq!(app.jwks.hits(), 0, "fetched lazily");

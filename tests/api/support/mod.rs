@@ -84,6 +84,8 @@ impl Reply {
 pub struct Options {
     pub jwks_min_refresh: Duration,
     pub kids: Vec<&'static str>,
+    /// Point the server's pool somewhere else (e.g. nowhere) instead of the test schema.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
         Options {
             jwks_min_refresh: Duration::from_secs(60),
             kids: vec!["rsa-1", "ec-1", "ed-1"],
+            database_url: None,
         }
     }
 }
@@ -119,7 +122,11 @@ impl TestApp {
             ..PoolOptions::default()
         };
         let state = web::Data::new(AppState {
-            pool: pool::build(&db.url, &pool_options).unwrap(),
+            pool: pool::build(
+                options.database_url.as_deref().unwrap_or(&db.url),
+                &pool_options,
+            )
+            .unwrap(),
             verifier: Verifier::new(config).unwrap(),
             public_url: PUBLIC_URL.to_owned(),
         });
