@@ -163,9 +163,7 @@ impl RawEvent {
             return Err(format!("currency '{currency}' is not an ISO 4217 code"));
         }
         let occurred_at = required("occurred_at", self.occurred_at)?;
-        let occurred_at = DateTime::parse_from_rfc3339(&occurred_at)
-            .map_err(|_| format!("occurred_at '{occurred_at}' is not an RFC 3339 timestamp"))?
-            .with_timezone(&Utc);
+        let occurred_at = timestamp(&occurred_at)?;
         Ok(NewEvent {
             event_id: identifier("event_id", self.event_id)?,
             account_id: identifier("account_id", self.account_id)?,
@@ -216,7 +214,7 @@ fn identifier(name: &str, value: Option<String>) -> Result<String, String> {
     if value.chars().count() > MAX_ID_CHARS {
         return Err(format!("{name} is longer than {MAX_ID_CHARS} characters"));
     }
-    Ok(value)
+    storable(name, value)
 }
 
 fn text(name: &str, value: Option<String>) -> Result<String, String> {
@@ -224,7 +222,33 @@ fn text(name: &str, value: Option<String>) -> Result<String, String> {
     if value.chars().count() > MAX_TEXT_CHARS {
         return Err(format!("{name} is longer than {MAX_TEXT_CHARS} characters"));
     }
-    Ok(value)
+    storable(name, value)
+}
+
+/// Postgres text cannot hold NUL: refuse it here, as this line's fault, rather than let it fail
+/// the whole batch's INSERT.
+fn storable(name: &str, value: String) -> Result<String, String> {
+    if value.contains('\0') {
+        Err(format!("{name} contains a NUL character"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// An RFC 3339 instant inside the window billing data can come from: from 1970 up to a day
+/// ahead of now (clock skew). Outside it, years like 0000 or 10000 would not even print as
+/// `YYYY-MM`.
+fn timestamp(text: &str) -> Result<DateTime<Utc>, String> {
+    let at = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| format!("occurred_at '{text}' is not an RFC 3339 timestamp"))?
+        .with_timezone(&Utc);
+    if at < DateTime::UNIX_EPOCH {
+        return Err(format!("occurred_at '{text}' is before 1970"));
+    }
+    if at > Utc::now() + chrono::Duration::days(1) {
+        return Err(format!("occurred_at '{text}' is in the future"));
+    }
+    Ok(at)
 }
 
 fn unknown(name: &str, value: &str, expected: String) -> String {
@@ -338,6 +362,18 @@ mod tests {
                 "invalid JSON: invalid type: integer `5`, expected a string",
             ),
             ("{".to_owned(), "invalid JSON"),
+            (
+                GOOD.replace("\"p\"", "\"p\\u0000\""),
+                "product_id contains a NUL character",
+            ),
+            (
+                GOOD.replace("2023-08-31T23:59:59.999999Z", "0000-06-15T00:00:00Z"),
+                "occurred_at '0000-06-15T00:00:00Z' is before 1970",
+            ),
+            (
+                GOOD.replace("2023-08-31T23:59:59.999999Z", "9999-12-31T23:59:59-01:00"),
+                "occurred_at '9999-12-31T23:59:59-01:00' is in the future",
+            ),
         ];
         for (json, reason) in cases {
             let got = event(&json).unwrap_err();

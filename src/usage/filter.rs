@@ -458,6 +458,9 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
         message,
     };
     let text = match &token.kind {
+        Kind::Str(text) if text.contains('\0') => {
+            return Err(fail("a value contains a NUL character".to_owned()))
+        }
         Kind::Str(text) => text,
         Kind::Word(word) if word.eq_ignore_ascii_case("null") => {
             if !field.nullable() {
