@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::db::schema::{accounts, organizations};
+use crate::db::schema::{accounts, organizations, usage_monthly};
 
 /// Of `ids`, those that are not accounts of `organization_id` — whether they belong to another
 /// organization or do not exist at all: the two must look the same to the caller.
@@ -54,7 +54,7 @@ pub async fn upsert(conn: &mut AsyncPgConnection, batch: &[NewAccount]) -> Query
             .on_conflict_do_nothing()
             .execute(conn)
             .await?;
-        diesel::insert_into(accounts::table)
+        let changed = diesel::insert_into(accounts::table)
             .values(batch)
             .on_conflict(accounts::id)
             .do_update()
@@ -64,7 +64,29 @@ pub async fn upsert(conn: &mut AsyncPgConnection, batch: &[NewAccount]) -> Query
                 accounts::updated_at.eq(diesel::dsl::now),
             ))
             .execute(conn)
-            .await
+            .await?;
+        // An account that moved takes its aggregates along at once: the old organization must
+        // not go on reading them until the next rollup.
+        let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
+        diesel::update(usage_monthly::table)
+            .filter(usage_monthly::account_id.eq_any(&ids))
+            .filter(
+                usage_monthly::organization_id.ne_all(
+                    accounts::table
+                        .filter(accounts::id.eq(usage_monthly::account_id))
+                        .select(accounts::organization_id),
+                ),
+            )
+            .set(
+                usage_monthly::organization_id.eq(accounts::table
+                    .filter(accounts::id.eq(usage_monthly::account_id))
+                    .select(accounts::organization_id)
+                    .single_value()
+                    .assume_not_null()),
+            )
+            .execute(conn)
+            .await?;
+        Ok(changed)
     })
     .await
 }

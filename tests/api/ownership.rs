@@ -131,3 +131,43 @@ async fn own_accounts_pass_and_other_organizations_rows_never_show() {
         .await;
     assert_eq!(offending(&reply), vec!["a1"]);
 }
+
+#[actix_web::test]
+async fn an_account_that_moves_takes_its_aggregates_along_at_once() {
+    let app = app_with_two_organizations().await;
+    let before = app.get("/express/usage/month", &token("org-a")).await;
+    let moved_record = before.body["_embedded"]["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account_id"] == "a1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    app.accounts(&[("a1", "org-b")]).await; // no rollup in between
+    let a = app.get("/express/usage/month", &token("org-a")).await;
+    assert_eq!(a.body["total"], 1);
+    assert_ne!(a.body["_embedded"]["usage"][0]["account_id"], "a1");
+    let shown = app
+        .get(
+            &format!("/express/usage/month/{moved_record}"),
+            &token("org-a"),
+        )
+        .await;
+    assert_eq!(shown.status, 404);
+    let b = app
+        .get(
+            &format!("/express/usage/month/{moved_record}"),
+            &token("org-b"),
+        )
+        .await;
+    assert_eq!(b.status, 200);
+    assert_eq!(
+        app.get("/express/usage/month", &token("org-b")).await.body["total"],
+        2
+    );
+    let stats = app.rollup().await;
+    assert_eq!(stats.changed, 0, "the rollup agrees with the move");
+}
