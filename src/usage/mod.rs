@@ -2,6 +2,7 @@
 //! rollup. Nothing here knows about HTTP.
 
 pub mod accounts;
+pub mod amount;
 pub mod event;
 pub mod filter;
 pub mod ingest;

@@ -5,9 +5,9 @@ use chrono::NaiveDate;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::amount::Amount;
 use super::filter::Filter;
 use super::page::{Order, SortField};
 use crate::db::schema::usage_monthly::{self, dsl as um};
@@ -27,10 +27,10 @@ pub struct MonthlyRow {
     pub direction: Option<String>,
     pub resolution: Option<String>,
     pub unit: String,
-    pub price: Decimal,
+    pub price: Amount,
     pub wallet_name: String,
-    pub number_of_units: Decimal,
-    pub total_amount: Decimal,
+    pub number_of_units: Amount,
+    pub total_amount: Amount,
 }
 
 /// What the caller asked for: which rows, in which order, which page.

@@ -226,3 +226,64 @@ async fn ids_are_stable_and_the_rollup_is_idempotent() {
     app.rollup().await;
     assert_eq!(records(&app).await.0, after);
 }
+
+#[actix_web::test]
+async fn totals_beyond_28_significant_digits_stay_exact() {
+    let app = TestApp::spawn().await;
+    app.accounts(&[("a1", "org-a")]).await;
+    let events: Vec<_> = (0..9)
+        .map(|n| {
+            let mut e = event(&format!("e-{n}"), "a1");
+            e.quantity = dec("9999.123456789012");
+            e.unit_price = dec("1.000000000001");
+            e
+        })
+        .collect();
+    app.insert(&events).await;
+    app.rollup().await;
+    let (_, text) = records(&app).await;
+    assert!(
+        text.contains(r#""price":1.000000000001,"wallet_name":"contact center","number_of_units":89992.111111101108,"total_amount":89992.111111191100111111101108,"#),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn amounts_decode_exactly_as_postgres_prints_them() {
+    use diesel::sql_types::{Numeric, Text};
+    use diesel_async::RunQueryDsl;
+    use usage_api::usage::amount::Amount;
+
+    let app = TestApp::spawn().await;
+    let mut conn = app.conn().await;
+    for literal in [
+        "0",
+        "0.00",
+        "1",
+        "10000",
+        "19990000.00",
+        "0.0000000001",
+        "0.1",
+        "12.5000",
+        "-3.25",
+        "123456789012345678901234567890.123456789012345678901234567890",
+        "9999.9999",
+        "0.00010000",
+        "100000000",
+        "1e-20",
+        "31415926535897932384626433832795028841971",
+    ] {
+        let (amount, text): (Amount, String) = diesel::select((
+            diesel::dsl::sql::<Numeric>("CAST(")
+                .bind::<Text, _>(literal)
+                .sql(" AS numeric)"),
+            diesel::dsl::sql::<Text>("CAST(trim_scale(CAST(")
+                .bind::<Text, _>(literal)
+                .sql(" AS numeric)) AS text)"),
+        ))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(amount.as_str(), text, "{literal}");
+    }
+}
