@@ -62,8 +62,7 @@ pub enum ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
+    description: &'a str,
     fields: &'a [FieldError],
 }
 
@@ -109,16 +108,34 @@ impl ApiError {
         }
     }
 
-    fn description(&self) -> Option<String> {
+    /// Always present: what went wrong for this request, in a sentence.
+    fn description(&self) -> String {
+        let join = |fields: &[FieldError]| {
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name, f.description))
+                .collect();
+            parts.join("; ")
+        };
         match self {
-            Self::Unauthorized { reason, .. } => Some(reason.clone()),
-            Self::InsufficientScope { scope } => Some(format!("The scope '{scope}' is required.")),
-            Self::ForbiddenAccounts(_) => Some(
-                "The accounts specified are not under the organization owning the current \
-                 authentication token."
-                    .to_owned(),
-            ),
-            _ => None,
+            Self::InvalidParameter(fields) => join(fields),
+            Self::InvalidFilter(field) => field.description.clone(),
+            Self::Unauthorized { reason, .. } => reason.clone(),
+            Self::InsufficientScope { scope } => format!("The scope '{scope}' is required."),
+            Self::ForbiddenAccounts(_) => "The accounts specified are not under the organization \
+                                           owning the current authentication token."
+                .to_owned(),
+            Self::NotFound => {
+                "Nothing exists at this path for the calling organization.".to_owned()
+            }
+            Self::MethodNotAllowed => "Only GET is allowed on this resource.".to_owned(),
+            Self::Unavailable(_) => {
+                "The service cannot reach its database; retry after the Retry-After delay."
+                    .to_owned()
+            }
+            Self::Internal(_) => {
+                "The error was logged with this response's X-Request-Id.".to_owned()
+            }
         }
     }
 
@@ -193,7 +210,7 @@ impl ResponseError for ApiError {
         let body = ErrorBody {
             code: self.code(),
             message: self.message(),
-            description: description.as_deref(),
+            description: &description,
             fields: &fields,
         };
         let mut response = HttpResponse::build(self.status_code());

@@ -39,6 +39,7 @@ pub struct JwksCache {
 
 impl JwksCache {
     pub fn new(url: String, min_refresh: Duration, max_age: Duration) -> anyhow::Result<Self> {
+        check_url(&url)?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
@@ -53,23 +54,36 @@ impl JwksCache {
         })
     }
 
-    /// The key for `kid` (or the one key without an id when the token names none), fetching the
-    /// JWKS when it is stale or the key is unknown and the rate limit allows.
+    /// The key for `kid` (or the one key without an id when the token names none).
+    ///
+    /// A known key is answered at once; when the cache is stale one request refreshes it
+    /// (rate-limited) while the others go on with the keys we have. An unknown key waits for a
+    /// refresh, if the rate limit allows one.
     pub async fn key(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
         if let Some(found) = self.lookup(kid, false) {
             return Some(found);
+        }
+        if let Some(stale) = self.lookup(kid, true) {
+            if let Ok(_guard) = self.refreshing.try_lock() {
+                self.refresh_if_allowed().await;
+            }
+            return self.lookup(kid, true).or(Some(stale));
         }
         let _guard = self.refreshing.lock().await;
         // Another request may have refreshed while we waited.
         if let Some(found) = self.lookup(kid, false) {
             return Some(found);
         }
+        self.refresh_if_allowed().await;
+        self.lookup(kid, true)
+    }
+
+    async fn refresh_if_allowed(&self) {
         if self.may_fetch() {
             if let Err(err) = self.fetch().await {
                 tracing::warn!(error = %err, url = %self.url, "JWKS refresh failed");
             }
         }
-        self.lookup(kid, true)
     }
 
     /// Finds the key; unless `any_age`, a stale cache answers nothing so that it gets refreshed.
@@ -101,14 +115,26 @@ impl JwksCache {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .last_attempt = Some(Instant::now());
-        let response = self
+        let mut response = self
             .client
             .get(&self.url)
             .send()
             .await?
             .error_for_status()?;
-        let body = response.bytes().await?;
-        anyhow::ensure!(body.len() <= MAX_JWKS_BYTES, "JWKS document is too large");
+        let too_large = || anyhow::anyhow!("JWKS document is larger than {MAX_JWKS_BYTES} bytes");
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         let set: JwkSet = serde_json::from_slice(&body)?;
         let mut fresh = Keys {
             fetched_at: Some(Instant::now()),
@@ -130,6 +156,22 @@ impl JwksCache {
         tracing::info!(keys = set.keys.len(), url = %self.url, "JWKS fetched");
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
+    }
+}
+
+/// Keys decide who is who: they are fetched over https, or plain http only from this machine.
+fn check_url(url: &str) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).map_err(|err| anyhow::anyhow!("OAUTH_JWKS_URL: {err}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => anyhow::bail!("OAUTH_JWKS_URL must be https (plain http only on loopback)"),
     }
 }
 
@@ -178,4 +220,20 @@ fn verification_key(jwk: &Jwk) -> Option<VerificationKey> {
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;
     (!algorithms.is_empty()).then_some(VerificationKey { key, algorithms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn keys_come_over_https_or_from_this_machine() {
+        assert!(check_url("https://issuer.example/.well-known/jwks.json").is_ok());
+        assert!(check_url("http://127.0.0.1:8081/jwks").is_ok());
+        assert!(check_url("http://localhost/jwks").is_ok());
+        assert!(check_url("http://[::1]:9/jwks").is_ok());
+        assert!(check_url("http://issuer.example/jwks").is_err());
+        assert!(check_url("file:///etc/jwks.json").is_err());
+        assert!(check_url("not a url").is_err());
+    }
 }

@@ -247,18 +247,11 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
     let mut events = Vec::new();
     for (a, account) in demo_accounts().iter().enumerate() {
         for back in 0..12u32 {
-            let total = now.year() * 12 + now.month0() as i32 - back as i32;
-            let Some(start) = Utc
-                .with_ymd_and_hms(
-                    total.div_euclid(12),
-                    total.rem_euclid(12) as u32 + 1,
-                    1,
-                    0,
-                    0,
-                    0,
-                )
-                .single()
-            else {
+            // Ids and quantities depend on the calendar month, not on how far back it is, so a
+            // later run finds the same events and adds only what is new.
+            let month = now.year() * 12 + now.month0() as i32 - back as i32;
+            let (year, month0) = (month.div_euclid(12), month.rem_euclid(12) as u32);
+            let Some(start) = Utc.with_ymd_and_hms(year, month0 + 1, 1, 0, 0, 0).single() else {
                 continue;
             };
             for (p, product) in PRODUCTS.iter().enumerate() {
@@ -275,7 +268,7 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                 ) = *product;
                 for n in 0..3u64 {
                     let seed =
-                        mix(((a as u64) << 40) ^ (u64::from(back) << 24) ^ ((p as u64) << 8) ^ n);
+                        mix(((a as u64) << 40) ^ ((month as u64) << 16) ^ ((p as u64) << 8) ^ n);
                     let occurred_at = start + Duration::seconds((seed % (27 * 86_400)) as i64);
                     if occurred_at > now {
                         continue;
@@ -286,10 +279,7 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                         _ => Decimal::new((seed % 5_000_000) as i64 + 1, 2),
                     };
                     events.push(NewEvent {
-                        event_id: format!(
-                            "demo-{}-{}-{back}-{p}-{n}",
-                            account.id, account.organization_id
-                        ),
+                        event_id: format!("demo-{}-{year}-{:02}-{p}-{n}", account.id, month0 + 1),
                         account_id: account.id.clone(),
                         product_id: product_id.to_owned(),
                         aggr_product_id: aggr.to_owned(),

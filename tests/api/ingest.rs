@@ -48,15 +48,16 @@ fn line(event_id: &str, account: &str, quantity: &str) -> String {
 
 fn mixed_ndjson() -> String {
     [
-        line("e1", "a1", "10"),                             // 1 good
-        "{not json".to_owned(),                             // 2 bad JSON
-        line("e2", "nobody", "1"),                          // 3 unknown account
-        String::new(),                                      // 4 blank: skipped
-        line("e3", "a1", "-1"),                             // 5 negative
-        line("e4", "a2", "2.25"),                           // 6 good
-        line("e1", "a1", "10"),                             // 7 duplicate in the file
-        line("e5", "a1", "1").replace("\"USD\"", "\"US\""), // 8 bad currency
-        line("e6", "b1", "4"),                              // 9 good (org-b)
+        line("e1", "a1", "10"),                                       // 1 good
+        "{not json".to_owned(),                                       // 2 bad JSON
+        line("e2", "nobody", "1"),                                    // 3 unknown account
+        String::new(),                                                // 4 blank: skipped
+        line("e3", "a1", "-1"),                                       // 5 negative
+        line("e4", "a2", "2.25"),                                     // 6 good
+        line("e1", "a1", "10"),                                       // 7 duplicate in the file
+        line("e5", "a1", "1").replace("\"USD\"", "\"US\""),           // 8 bad currency
+        line("e6", "b1", "4"),                                        // 9 good (org-b)
+        line("e7", "a1", "1").replace("\"Call\"", "\"Ca\\u0000ll\""), // 10 NUL
     ]
     .join("\n")
 }
@@ -86,9 +87,13 @@ async fn a_mixed_file_keeps_the_good_lines_names_the_bad_ones_and_is_idempotent(
     let first = usage_api(&app, &["ingest", events.to_str().unwrap()], None);
     assert!(first.status.success(), "{:?}", out(&first));
     let (stdout, stderr) = out(&first);
-    assert_eq!(stdout, "accepted: 3, duplicate: 1, rejected: 4");
+    assert_eq!(stdout, "accepted: 3, duplicate: 1, rejected: 5");
     let rejects: Vec<&str> = stderr.lines().collect();
-    assert_eq!(rejects.len(), 4, "{stderr}");
+    assert_eq!(rejects.len(), 5, "{stderr}");
+    assert!(
+        rejects.contains(&"line 10: description contains a NUL character"),
+        "{stderr}"
+    );
     assert!(rejects[0].starts_with("line 2: invalid JSON"), "{stderr}");
     assert!(
         rejects.contains(&"line 5: quantity must not be negative"),
@@ -124,7 +129,7 @@ async fn a_mixed_file_keeps_the_good_lines_names_the_bad_ones_and_is_idempotent(
     assert_eq!(
         out(&second),
         (
-            "accepted: 0, duplicate: 4, rejected: 4".to_owned(),
+            "accepted: 0, duplicate: 4, rejected: 5".to_owned(),
             String::new()
         )
     );
@@ -133,7 +138,7 @@ async fn a_mixed_file_keeps_the_good_lines_names_the_bad_ones_and_is_idempotent(
             .unwrap()
             .lines()
             .count(),
-        4
+        5
     );
     let rolled = usage_api(&app, &["rollup", "--full"], None);
     assert_eq!(out(&rolled).0, "aggregates: 3, changed: 0, removed: 0");
@@ -247,4 +252,91 @@ async fn development_tokens_need_the_development_secret() {
         "the token's signature is invalid"
     );
     assert!(verify(None).is_err(), "no key at all: refuse to start");
+}
+
+#[actix_web::test]
+async fn the_demo_loads_every_usage_type_once_and_prints_a_working_token() {
+    let app = TestApp::spawn().await;
+    let secret = "demo-secret-demo-secret-demo-secret-42";
+    let demo = |app: &TestApp| {
+        Command::new(env!("CARGO_BIN_EXE_usage-api"))
+            .args(["demo", "--no-serve", "--bind", "127.0.0.1:18081"])
+            .env("DATABASE_URL", &app.db.url)
+            .env("OAUTH_DEV_SECRET", secret)
+            .output()
+            .unwrap()
+    };
+    let first = demo(&app);
+    assert!(first.status.success(), "{:?}", out(&first));
+    let (stdout, _) = out(&first);
+    assert!(stdout.contains("0 already loaded"), "{stdout}");
+    assert!(stdout.contains("curl -s -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:18081/express/usage/month"), "{stdout}");
+    let token = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export TOKEN="))
+        .expect("a token line")
+        .to_owned();
+
+    // The demo organization's rows: every usage type, a year of months, five accounts.
+    let rows = app
+        .get(
+            "/express/usage/month?per_page=250",
+            &crate::support::tokens::token("demo-org"),
+        )
+        .await;
+    let total = rows.body["total"].as_i64().unwrap();
+    assert!(total > 500, "{total}");
+    let mut types = std::collections::BTreeSet::new();
+    let mut months = std::collections::BTreeSet::new();
+    let mut page = 1;
+    loop {
+        let reply = app
+            .get(
+                &format!("/express/usage/month?per_page=250&page={page}"),
+                &crate::support::tokens::token("demo-org"),
+            )
+            .await;
+        for r in reply.body["_embedded"]["usage"].as_array().unwrap() {
+            types.insert(r["type"].as_str().unwrap().to_owned());
+            months.insert(r["month"].as_str().unwrap().to_owned());
+        }
+        if reply.body["_links"].get("next").is_none() {
+            break;
+        }
+        page += 1;
+    }
+    assert_eq!(types.len(), 13, "{types:?}");
+    assert_eq!(months.len(), 12, "{months:?}");
+
+    // The printed token is accepted by a server that knows the development secret.
+    let config = usage_api::config::AuthArgs {
+        jwks_url: None,
+        issuer: None,
+        audience: None,
+        algorithms: "RS256".into(),
+        org_claim: "org_id".into(),
+        leeway_secs: 30,
+        jwks_min_refresh_secs: 30,
+        dev_secret: Some(secret.into()),
+    }
+    .config()
+    .unwrap();
+    let principal = usage_api::auth::Verifier::new(config)
+        .unwrap()
+        .verify(&token)
+        .await
+        .unwrap();
+    assert_eq!(principal.organization_id, "demo-org");
+
+    // Running it again adds nothing.
+    let second = demo(&app);
+    let (stdout, _) = out(&second);
+    assert!(stdout.contains("(0 new events"), "{stdout}");
+    let again = app
+        .get(
+            "/express/usage/month?per_page=250",
+            &crate::support::tokens::token("demo-org"),
+        )
+        .await;
+    assert_eq!(again.body["total"], total);
 }

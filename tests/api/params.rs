@@ -176,6 +176,18 @@ async fn malformed_parameters_are_named() {
             "never null",
         ),
         (
+            format!("filter={}", encode("wallet_name eq 'a\0b'")),
+            "invalid_filter",
+            vec!["filter"],
+            "NUL character",
+        ),
+        (
+            format!("filter={}", encode("account_id eq '\0'")),
+            "invalid_filter",
+            vec!["filter"],
+            "NUL character",
+        ),
+        (
             "page=0&per_page=900&order_by=x&filter=(".into(),
             "invalid_parameter",
             vec!["page", "per_page", "order_by", "filter"],
