@@ -51,8 +51,8 @@ wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $t
     "http://127.0.0.1:$PORT/express/usage/month" | tee /tmp/usage-bench-wrk.txt
 echo
 echo "== pgbench: the same page + count SQL (prepared)"
-pgbench -n -M prepared -c"$CONNECTIONS" -j2 -T"$DURATION" -P 0 -r -f "$sql" "$DB" 2>&1 \
-    | grep -E "latency average|tps =|^ +[0-9.]+ +[0-9]+ " | tee /tmp/usage-bench-pgbench.txt
+pgbench -n -M prepared -c"$CONNECTIONS" -j2 -T"$DURATION" -r -f "$sql" "$DB" 2>&1 \
+    | grep -E "latency average|tps =|^ +[0-9.]+ +[0-9]+ +[A-Z]" | tee /tmp/usage-bench-pgbench.txt
 api=$(awk '/Requests\/sec/ {print $2}' /tmp/usage-bench-wrk.txt)
 db=$(awk '/tps =/ {print $3}' /tmp/usage-bench-pgbench.txt)
 echo
