@@ -144,20 +144,8 @@ async fn a_mixed_file_keeps_the_good_lines_names_the_bad_ones_and_is_idempotent(
     assert_eq!(out(&rolled).0, "aggregates: 3, changed: 0, removed: 0");
     let after = app.get("/express/usage/month", &token("org-a")).await;
     assert_eq!(after.body, before.body);
-    assert!(
-        after
-            .text
-            .contains(r#""number_of_units":10,"total_amount":5,"#),
-        "{}",
-        after.text
-    );
-    assert!(
-        after
-            .text
-            .contains(r#""number_of_units":2.25,"total_amount":1.125,"#),
-        "{}",
-        after.text
-    );
+    after.assert_text_contains(r#""number_of_units":10,"total_amount":5,"#);
+    after.assert_text_contains(r#""number_of_units":2.25,"total_amount":1.125,"#);
 }
 
 #[actix_web::test]
@@ -193,13 +181,7 @@ async fn csv_and_standard_input_load_the_same_way() {
         reply.body["_embedded"]["usage"][0]["description"],
         "SMS, international"
     );
-    assert!(
-        reply
-            .text
-            .contains(r#""number_of_units":3,"total_amount":0.0237,"#),
-        "{}",
-        reply.text
-    );
+    reply.assert_text_contains(r#""number_of_units":3,"total_amount":0.0237,"#);
 }
 
 #[actix_web::test]

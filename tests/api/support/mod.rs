@@ -64,6 +64,13 @@ impl Reply {
             .collect()
     }
 
+    /// Asserts the body, as sent, contains `needle`: exact decimals are checked on the text, since
+    /// a parsed JSON number would go through f64.
+    #[track_caller]
+    pub fn assert_text_contains(&self, needle: &str) {
+        assert!(self.text.contains(needle), "{needle} not in {}", self.text);
+    }
+
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
