@@ -16,6 +16,8 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Base of every HAL link, without a trailing slash.
     pub public_url: String,
+    /// Wakes the rollup worker when new events have committed.
+    pub rollup_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The application: routes, the JSON error bodies for actix's own extractor errors, request ids.

@@ -7,6 +7,7 @@
 //! | `USAGE_API_STATEMENT_TIMEOUT_MS` | `10000` | per-statement timeout on every connection |
 //! | `USAGE_API_BIND` | `127.0.0.1:8080` | listen address |
 //! | `USAGE_API_PUBLIC_URL` | `http://` + bind | base of every HAL link |
+//! | `USAGE_API_ROLLUP_INTERVAL_MS` | `500` | how often `serve` rolls up dirty groups (0: never) |
 //! | `OAUTH_JWKS_URL` | — | the issuer's JWKS |
 //! | `OAUTH_ISSUER`, `OAUTH_AUDIENCE` | — | required `iss` / `aud` when set |
 //! | `OAUTH_ALGORITHMS` | `RS256,ES256,EdDSA` | allowed JWS algorithms (asymmetric only) |
@@ -71,6 +72,13 @@ impl HttpArgs {
         );
         Ok(base.trim_end_matches('/').to_owned())
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollupArgs {
+    /// How often the server rolls up dirty groups, in milliseconds (0 disables the worker).
+    #[arg(long, env = "USAGE_API_ROLLUP_INTERVAL_MS", default_value_t = 500)]
+    pub rollup_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]

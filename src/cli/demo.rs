@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 
 use super::serve;
 use crate::auth::{dev, READ_SCOPE};
-use crate::config::{AuthArgs, DatabaseArgs, HttpArgs};
+use crate::config::{AuthArgs, DatabaseArgs, HttpArgs, RollupArgs};
 use crate::usage::accounts::{self, NewAccount};
 use crate::usage::event::NewEvent;
 use crate::usage::{ingest, rollup};
@@ -29,6 +29,8 @@ pub struct DemoArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub rollup: RollupArgs,
     /// Load the data and print the token, but do not start the server.
     #[arg(long)]
     pub no_serve: bool,
@@ -313,7 +315,7 @@ pub async fn load(conn: &mut diesel_async::AsyncPgConnection) -> anyhow::Result<
             .filter(|o| **o == ingest::Outcome::Accepted)
             .count();
     }
-    rollup::run_full(conn).await?;
+    rollup::run_until_clean(conn).await?;
     Ok((new, events.len() - new))
 }
 
@@ -355,6 +357,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.http.bind))?;
     println!();
     println!("Serving on {base} (Ctrl-C to stop).");
+    serve::start_rollup(&state, &args.rollup);
     serve::start(state, listener, 2)?.await?;
     Ok(())
 }

@@ -9,14 +9,18 @@ use crate::usage::rollup;
 pub struct RollupArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
-    /// Rebuild every aggregate from all events (today every rollup is a full one).
+    /// Rebuild every aggregate from all events instead of only the groups marked dirty.
     #[arg(long)]
     pub full: bool,
 }
 
 pub async fn run(args: RollupArgs) -> anyhow::Result<()> {
     let mut conn = super::connect(&args.db).await?;
-    let stats = rollup::run_full(&mut conn).await?;
+    let stats = if args.full {
+        rollup::run_full(&mut conn).await?
+    } else {
+        rollup::run_until_clean(&mut conn).await?
+    };
     println!(
         "aggregates: {}, changed: {}, removed: {}",
         stats.groups, stats.changed, stats.removed

@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::app::{app, AppState};
 use crate::auth::Verifier;
-use crate::config::{AuthArgs, DatabaseArgs, HttpArgs};
+use crate::config::{AuthArgs, DatabaseArgs, HttpArgs, RollupArgs};
 use crate::db::{self, pool};
+use crate::usage::rollup;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -20,6 +21,8 @@ pub struct ServeArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub rollup: RollupArgs,
     /// Do not apply pending migrations at startup.
     #[arg(long)]
     pub no_migrate: bool,
@@ -35,7 +38,21 @@ pub fn state(
         pool: pool::build(&db.database_url, &db.pool_options())?,
         verifier: Verifier::new(auth.config()?)?,
         public_url: http.public_url()?,
+        rollup_wake: Default::default(),
     }))
+}
+
+/// Starts the background rollup worker unless disabled (interval 0).
+pub fn start_rollup(state: &web::Data<AppState>, args: &RollupArgs) {
+    if args.rollup_interval_ms == 0 {
+        return;
+    }
+    let interval = std::time::Duration::from_millis(args.rollup_interval_ms);
+    actix_web::rt::spawn(rollup::run_forever(
+        state.pool.clone(),
+        interval,
+        state.rollup_wake.clone(),
+    ));
 }
 
 /// Starts serving `state` on an already bound listener.
@@ -60,6 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.http.bind)
         .with_context(|| format!("binding {}", args.http.bind))?;
     tracing::info!(bind = %args.http.bind, public_url = %state.public_url, "serving");
+    start_rollup(&state, &args.rollup);
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     start(state, listener, workers)?.await?;
     Ok(())

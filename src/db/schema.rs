@@ -11,15 +11,44 @@ diesel::table! {
 }
 
 diesel::table! {
-    organizations (id) {
-        id -> Text,
-        name -> Text,
+    idempotency_keys (organization_id, key) {
+        organization_id -> Text,
+        key -> Text,
+        request_hash -> Text,
+        response -> Text,
         created_at -> Timestamptz,
     }
 }
 
 diesel::table! {
-    usage_events (event_id) {
+    organizations (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+        data_version -> Int8,
+        rolled_up_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    rollup_dirty (account_id, month) {
+        account_id -> Text,
+        month -> Date,
+        organization_id -> Text,
+        marked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_event_ids (event_id) {
+        event_id -> Text,
+        account_id -> Text,
+        occurred_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_events (event_id, occurred_at) {
         event_id -> Text,
         account_id -> Text,
         product_id -> Text,
@@ -61,7 +90,25 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(accounts -> organizations (organization_id));
-diesel::joinable!(usage_events -> accounts (account_id));
+diesel::table! {
+    usage_voids (event_id) {
+        event_id -> Text,
+        voided_event_id -> Text,
+        account_id -> Text,
+        month -> Date,
+        created_at -> Timestamptz,
+    }
+}
 
-diesel::allow_tables_to_appear_in_same_query!(accounts, organizations, usage_events, usage_monthly,);
+diesel::joinable!(accounts -> organizations (organization_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    idempotency_keys,
+    organizations,
+    rollup_dirty,
+    usage_event_ids,
+    usage_events,
+    usage_monthly,
+    usage_voids,
+);

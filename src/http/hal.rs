@@ -124,6 +124,8 @@ pub struct UsagePage {
     pub page: u32,
     pub per_page: u32,
     pub total_pages: i64,
+    /// Every event ingested before this instant (RFC 3339, UTC) is included.
+    pub as_of: String,
     pub _embedded: Embedded,
     pub _links: PageLinks,
 }
@@ -159,7 +161,13 @@ impl UsagePage {
     /// Builds the envelope for `page` of a list of `total` rows. An empty list still has a first
     /// and last page (page 1); a page past the end links `prev` to the last page, so that a
     /// client walking back lands on data at once rather than on more empty pages.
-    pub fn new(records: Vec<UsageRecord>, total: i64, page: u32, links: &LinkParams) -> Self {
+    pub fn new(
+        records: Vec<UsageRecord>,
+        total: i64,
+        page: u32,
+        as_of: chrono::DateTime<chrono::Utc>,
+        links: &LinkParams,
+    ) -> Self {
         let per_page = i64::from(links.per_page);
         let total_pages = (total + per_page - 1) / per_page;
         let last = total_pages.max(1);
@@ -170,6 +178,7 @@ impl UsagePage {
             page,
             per_page: links.per_page,
             total_pages,
+            as_of: as_of.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             _embedded: Embedded { usage: records },
             _links: PageLinks {
                 self_: Link::to(links.page_href(current)),
@@ -198,7 +207,7 @@ mod tests {
             filter: Some("month eq '2023-08' and wallet_name eq 'a&b'"),
             order_by: Some("month:desc"),
         };
-        let page = UsagePage::new(Vec::new(), 5, 2, &params);
+        let page = UsagePage::new(Vec::new(), 5, 2, chrono::Utc::now(), &params);
         assert_eq!(page.total_pages, 3);
         let next = page._links.next.unwrap().href;
         assert_eq!(

@@ -115,6 +115,7 @@ pub async fn list(
         records,
         found.total,
         params.query.page,
+        found.as_of,
         &links,
     ))
 }

@@ -1,16 +1,19 @@
 //! Loading raw events: NDJSON or CSV, in batches, idempotent by `event_id`. A bad line never
 //! stops the load and is never dropped silently: it is reported with its line number and reason.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 
+use chrono::NaiveDate;
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::event::{NewEvent, RawEvent};
-use crate::db::schema::{accounts, usage_events};
+use super::model::Month;
+use super::partitions;
+use crate::db::schema::{accounts, rollup_dirty, usage_event_ids, usage_events};
 
-/// Events per INSERT (14 bind parameters each; Postgres allows 65,535 per statement).
+/// Events per INSERT (15 bind parameters each; Postgres allows 65,535 per statement).
 pub const BATCH_SIZE: usize = 1000;
 /// Longest accepted NDJSON line, in bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -43,41 +46,110 @@ pub enum Outcome {
     Rejected(String),
 }
 
-/// Inserts checked events; answers, per event, whether it was new, a duplicate of one already
-/// stored (or earlier in the batch), or refused because its account is unknown.
+/// Inserts checked events in one transaction; answers, per event, whether it was new, a
+/// duplicate of one already stored (or earlier in the batch), or refused because its account is
+/// unknown.
 pub async fn insert_events(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+) -> QueryResult<Vec<Outcome>> {
+    ensure_partitions(conn, events).await?;
+    conn.transaction(async |conn| insert_events_in(conn, events).await)
+        .await
+}
+
+/// Creates the partitions `events` need, each in its own short statement: creating a partition
+/// locks the parent table, which must not last as long as an ingest transaction.
+pub async fn ensure_partitions(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+) -> QueryResult<()> {
+    let mut months: Vec<NaiveDate> = events.iter().map(month_of).collect();
+    months.sort_unstable();
+    months.dedup();
+    partitions::ensure(conn, &months).await
+}
+
+/// `insert_events` inside the caller's transaction (after `ensure_partitions`): the ledger
+/// claims each new event id, the events go to their month's partition, and every
+/// (account, month) they touch is marked dirty for the rollup — all or nothing with the caller's
+/// transaction.
+pub async fn insert_events_in(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],
 ) -> QueryResult<Vec<Outcome>> {
     let mut ids: Vec<&str> = events.iter().map(|e| e.account_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let known: HashSet<String> = accounts::table
+    let owners: HashMap<String, String> = accounts::table
         .filter(accounts::id.eq_any(&ids))
-        .select(accounts::id)
-        .load::<String>(conn)
+        .select((accounts::id, accounts::organization_id))
+        .load::<(String, String)>(conn)
         .await?
         .into_iter()
         .collect();
-    let insertable: Vec<&NewEvent> = events
+    // The first occurrence of each id in the batch is the candidate; later ones are duplicates.
+    // Sorted by event id so that concurrent batches lock ledger entries in the same order.
+    let mut seen = HashSet::new();
+    let mut candidates: Vec<&NewEvent> = events
         .iter()
-        .filter(|e| known.contains(&e.account_id))
+        .filter(|e| owners.contains_key(&e.account_id) && seen.insert(e.event_id.as_str()))
         .collect();
+    candidates.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
+
     let mut inserted: HashSet<String> = HashSet::new();
-    for chunk in insertable.chunks(BATCH_SIZE) {
-        let rows: Vec<NewEvent> = chunk.iter().map(|e| (*e).clone()).collect();
-        let ids: Vec<String> = diesel::insert_into(usage_events::table)
-            .values(&rows)
+    for chunk in candidates.chunks(BATCH_SIZE) {
+        let claims: Vec<_> = chunk
+            .iter()
+            .map(|e| {
+                (
+                    usage_event_ids::event_id.eq(&e.event_id),
+                    usage_event_ids::account_id.eq(&e.account_id),
+                    usage_event_ids::occurred_at.eq(e.occurred_at),
+                )
+            })
+            .collect();
+        let new: HashSet<String> = diesel::insert_into(usage_event_ids::table)
+            .values(&claims)
             .on_conflict_do_nothing()
-            .returning(usage_events::event_id)
-            .get_results(conn)
-            .await?;
-        inserted.extend(ids);
+            .returning(usage_event_ids::event_id)
+            .get_results::<String>(conn)
+            .await?
+            .into_iter()
+            .collect();
+        let rows: Vec<&NewEvent> = chunk
+            .iter()
+            .filter(|e| new.contains(&e.event_id))
+            .copied()
+            .collect();
+        if !rows.is_empty() {
+            diesel::insert_into(usage_events::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+        }
+        inserted.extend(new);
     }
+
+    let mut dirty: Vec<(&str, NaiveDate, &str)> = candidates
+        .iter()
+        .filter(|e| inserted.contains(&e.event_id))
+        .map(|e| {
+            (
+                e.account_id.as_str(),
+                month_of(e),
+                owners[&e.account_id].as_str(),
+            )
+        })
+        .collect();
+    dirty.sort_unstable();
+    dirty.dedup();
+    mark_dirty(conn, &dirty).await?;
+
     Ok(events
         .iter()
         .map(|event| {
-            if !known.contains(&event.account_id) {
+            if !owners.contains_key(&event.account_id) {
                 Outcome::Rejected(format!("unknown account '{}'", event.account_id))
             } else if inserted.remove(&event.event_id) {
                 Outcome::Accepted
@@ -86,6 +158,40 @@ pub async fn insert_events(
             }
         })
         .collect())
+}
+
+/// The UTC month (its first day) of an event.
+pub fn month_of(event: &NewEvent) -> NaiveDate {
+    Month::from_date(event.occurred_at.date_naive()).first_day()
+}
+
+/// Marks (account, month, organization) dirty. `DO UPDATE` (not `DO NOTHING`) on purpose: if a
+/// rollup holds the mark locked, this waits for it to commit and then writes the mark anew, so
+/// events committed after the rollup's snapshot are never left unmarked. Keys must be sorted.
+pub async fn mark_dirty(
+    conn: &mut AsyncPgConnection,
+    keys: &[(&str, NaiveDate, &str)],
+) -> QueryResult<()> {
+    for chunk in keys.chunks(BATCH_SIZE) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(account, month, organization)| {
+                (
+                    rollup_dirty::account_id.eq(*account),
+                    rollup_dirty::month.eq(*month),
+                    rollup_dirty::organization_id.eq(*organization),
+                )
+            })
+            .collect();
+        diesel::insert_into(rollup_dirty::table)
+            .values(&rows)
+            .on_conflict((rollup_dirty::account_id, rollup_dirty::month))
+            .do_update()
+            .set(rollup_dirty::marked_at.eq(rollup_dirty::marked_at))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Events waiting for their batch, with the line each came from.

@@ -9,4 +9,5 @@ pub mod ingest;
 pub mod model;
 pub mod monthly;
 pub mod page;
+pub mod partitions;
 pub mod rollup;

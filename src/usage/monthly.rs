@@ -1,7 +1,7 @@
 //! Reads of the rollup table, always inside one organization: a filtered, ordered page with its
 //! exact total, and a single record by id.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::amount::Amount;
 use super::filter::Filter;
 use super::page::{Order, SortField};
+use crate::db::schema::rollup_dirty;
 use crate::db::schema::usage_monthly::{self, dsl as um};
 
 /// One monthly aggregate, as stored.
@@ -42,11 +43,14 @@ pub struct ListQuery {
     pub per_page: u32,
 }
 
-/// A page of rows and the exact number of rows matching the query.
+/// A page of rows, the exact number of rows matching the query, and how fresh they are.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub total: i64,
     pub rows: Vec<MonthlyRow>,
+    /// Events ingested before this instant are all included: the oldest pending dirty mark of
+    /// the organization, or, with none pending, the time of the read.
+    pub as_of: DateTime<Utc>,
 }
 
 type Boxed<'a> = usage_monthly::BoxedQuery<'a, Pg>;
@@ -121,7 +125,14 @@ pub async fn list(
                     .load(conn)
                     .await?
             };
-            Ok(Page { total, rows })
+            let as_of = rollup_dirty::table
+                .filter(rollup_dirty::organization_id.eq(organization_id))
+                .select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+                    "coalesce(min(marked_at), now())",
+                ))
+                .get_result(conn)
+                .await?;
+            Ok(Page { total, rows, as_of })
         })
         .await
 }

@@ -1,36 +1,203 @@
 //! The rollup: brings `usage_monthly` up to date with `usage_events`, exactly and idempotently,
 //! keeping each aggregate's id stable (see rollup.sql).
+//!
+//! Incremental runs take dirty (account, month) marks with `FOR UPDATE SKIP LOCKED`, so any
+//! number of workers (server replicas, `usage-api rollup`) share the work without ever
+//! recomputing the same group at once; they hold a shared advisory lock, which a full rebuild
+//! takes exclusively. A run and its marks commit together: a crash leaves the marks for the
+//! next run.
 
-use diesel::sql_types::BigInt;
+use std::sync::LazyLock;
+
+use chrono::NaiveDate;
+use diesel::sql_types::{Array, BigInt, Date, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-/// Arbitrary, fixed key of the advisory lock that lets one rollup run at a time.
+/// Arbitrary, fixed key of the advisory lock between incremental runs (shared) and full
+/// rebuilds (exclusive).
 const ROLLUP_LOCK: i64 = 0x726f_6c6c_7570; // "rollup"
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+/// Dirty groups one incremental transaction takes at most.
+pub const DEFAULT_BATCH: i64 = 5_000;
+
+static FULL: LazyLock<String> = LazyLock::new(|| {
+    include_str!("rollup.sql")
+        .replace("{scope}", "")
+        .replace("{events}", "usage_events e")
+        .replace("{stale}", "TRUE")
+});
+
+static SCOPED: LazyLock<String> = LazyLock::new(|| {
+    include_str!("rollup.sql")
+        .replace(
+            "{scope}",
+            "scope AS (SELECT * FROM unnest($1::text[], $2::date[]) AS s(account_id, month)),",
+        )
+        .replace(
+            "{events}",
+            "scope s JOIN usage_events e ON e.account_id = s.account_id \
+             AND e.occurred_at >= (s.month::timestamp AT TIME ZONE 'UTC') \
+             AND e.occurred_at < ((s.month + interval '1 month') AT TIME ZONE 'UTC')",
+        )
+        .replace(
+            "{stale}",
+            "(m.account_id, m.month) IN (SELECT account_id, month FROM scope)",
+        )
+});
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
 pub struct RollupStats {
-    /// Aggregates that exist after the rollup.
+    /// Aggregates recomputed.
     #[diesel(sql_type = BigInt)]
     pub groups: i64,
     /// Aggregates inserted or changed.
     #[diesel(sql_type = BigInt)]
     pub changed: i64,
-    /// Aggregates removed (their events or account are gone).
+    /// Aggregates removed (their events were voided or their account is gone).
     #[diesel(sql_type = BigInt)]
     pub removed: i64,
 }
 
-/// Recomputes every aggregate. Concurrent rollups wait for each other instead of racing.
+impl std::ops::AddAssign for RollupStats {
+    fn add_assign(&mut self, other: Self) {
+        self.groups += other.groups;
+        self.changed += other.changed;
+        self.removed += other.removed;
+    }
+}
+
+#[derive(QueryableByName)]
+struct Mark {
+    #[diesel(sql_type = Text)]
+    account_id: String,
+    #[diesel(sql_type = Date)]
+    month: NaiveDate,
+}
+
+/// Recomputes every aggregate and clears the marks that existed when it started (marks written
+/// meanwhile stay for the next incremental run).
 pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
     conn.transaction(async |conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
             .bind::<BigInt, _>(ROLLUP_LOCK)
             .execute(conn)
             .await?;
-        diesel::sql_query(include_str!("rollup.sql"))
+        let marks: Vec<Mark> =
+            diesel::sql_query("SELECT account_id, month FROM rollup_dirty FOR UPDATE")
+                .load(conn)
+                .await?;
+        let stats = diesel::sql_query(FULL.as_str())
             .get_result::<RollupStats>(conn)
-            .await
+            .await?;
+        finish(conn, &marks, true).await?;
+        Ok(stats)
     })
     .await
+}
+
+/// Takes up to `batch` dirty groups no other worker holds and recomputes them. Returns what it
+/// did; `groups == 0` with no marks taken means there was nothing (free) to do.
+pub async fn run_pending(
+    conn: &mut AsyncPgConnection,
+    batch: i64,
+) -> diesel::QueryResult<(usize, RollupStats)> {
+    conn.transaction(async |conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind::<BigInt, _>(ROLLUP_LOCK)
+            .execute(conn)
+            .await?;
+        let marks: Vec<Mark> = diesel::sql_query(
+            "SELECT account_id, month FROM rollup_dirty \
+             ORDER BY marked_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind::<BigInt, _>(batch)
+        .load(conn)
+        .await?;
+        if marks.is_empty() {
+            return Ok((0, RollupStats::default()));
+        }
+        let (accounts, months) = columns(&marks);
+        let stats = diesel::sql_query(SCOPED.as_str())
+            .bind::<Array<Text>, _>(&accounts)
+            .bind::<Array<Date>, _>(&months)
+            .get_result::<RollupStats>(conn)
+            .await?;
+        finish(conn, &marks, false).await?;
+        Ok((marks.len(), stats))
+    })
+    .await
+}
+
+/// Runs incremental batches until no free dirty group is left.
+pub async fn run_until_clean(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
+    let mut total = RollupStats::default();
+    loop {
+        let (taken, stats) = run_pending(conn, DEFAULT_BATCH).await?;
+        if taken == 0 {
+            return Ok(total);
+        }
+        total += stats;
+    }
+}
+
+fn columns(marks: &[Mark]) -> (Vec<&str>, Vec<NaiveDate>) {
+    marks
+        .iter()
+        .map(|m| (m.account_id.as_str(), m.month))
+        .unzip()
+}
+
+/// Deletes the marks this run took and bumps the data version of the organizations concerned
+/// (all of them after a full rebuild).
+async fn finish(
+    conn: &mut AsyncPgConnection,
+    marks: &[Mark],
+    all: bool,
+) -> diesel::QueryResult<()> {
+    let (accounts, months) = columns(marks);
+    diesel::sql_query(
+        "DELETE FROM rollup_dirty d USING unnest($1::text[], $2::date[]) AS t(account_id, month) \
+         WHERE d.account_id = t.account_id AND d.month = t.month",
+    )
+    .bind::<Array<Text>, _>(&accounts)
+    .bind::<Array<Date>, _>(&months)
+    .execute(conn)
+    .await?;
+    diesel::sql_query(
+        "UPDATE organizations SET data_version = data_version + 1, rolled_up_at = now() \
+         WHERE $2 OR id IN (SELECT organization_id FROM accounts WHERE id = ANY($1))",
+    )
+    .bind::<Array<Text>, _>(&accounts)
+    .bind::<diesel::sql_types::Bool, _>(all)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The server's rollup worker: runs incremental batches whenever woken (an ingest just
+/// committed) or every `interval`, forever. Errors are logged and retried on the next tick.
+pub async fn run_forever(
+    pool: crate::db::DbPool,
+    interval: std::time::Duration,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        match crate::db::pool::connection(&pool).await {
+            Ok(mut conn) => match run_until_clean(&mut conn).await {
+                Ok(stats) if stats.groups > 0 || stats.removed > 0 => {
+                    tracing::info!(
+                        groups = stats.groups,
+                        changed = stats.changed,
+                        removed = stats.removed,
+                        "rollup"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "rollup failed; retrying"),
+            },
+            Err(err) => tracing::warn!(error = %err, "rollup cannot reach the database; retrying"),
+        }
+        let _ = tokio::time::timeout(interval, wake.notified()).await;
+    }
 }

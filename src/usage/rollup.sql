@@ -1,5 +1,9 @@
--- Full rollup: recompute every monthly aggregate from the raw events and make usage_monthly
--- equal to it, in one statement (one snapshot of usage_events).
+-- The rollup: recompute monthly aggregates from the raw events and make usage_monthly equal to
+-- them, in one statement (one snapshot of usage_events). One template serves both runs:
+--   full:        {scope} is empty, {events} is all of usage_events, {stale} is every row;
+--   incremental: {scope} is the dirty (account, month) pairs taken by this worker, {events} only
+--                their events (range on the partition key), {stale} only their rows.
+-- Both compute every aggregate the same way, so a full rebuild gives identical rows and ids.
 --
 -- Group key: (account, product, aggr product, UTC month, type, description, currency,
 -- direction, resolution, unit, unit price, wallet). The unit price is grouped by value, so
@@ -7,7 +11,9 @@
 --
 -- The id is the md5 of the group key written as a JSON array (unambiguous: no separator can
 -- collide), shown as a uuid: the same aggregate keeps the same id across every rollup.
-WITH fresh AS (
+-- Voided events (usage_voids) are left out.
+WITH {scope}
+fresh AS (
     SELECT
         md5(jsonb_build_array(
             e.account_id, e.product_id, e.aggr_product_id,
@@ -31,8 +37,9 @@ WITH fresh AS (
         trim_scale(sum(e.quantity))                                 AS number_of_units,
         trim_scale(sum(e.quantity * e.unit_price))                  AS total_amount,
         count(*)                                                    AS event_count
-    FROM usage_events e
+    FROM {events}
     JOIN accounts a ON a.id = e.account_id
+    WHERE NOT EXISTS (SELECT 1 FROM usage_voids v WHERE v.voided_event_id = e.event_id)
     GROUP BY a.organization_id, e.account_id, e.product_id, e.aggr_product_id,
              date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), e.usage_type,
              e.description, e.currency, e.direction, e.resolution, e.unit,
@@ -61,8 +68,10 @@ upserted AS (
     RETURNING 1
 ),
 removed AS (
+    -- Aggregates whose events are all gone (voided) or whose account no longer exists.
     DELETE FROM usage_monthly m
-    WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.id = m.id)
+    WHERE {stale}
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.id = m.id)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh)    AS groups,

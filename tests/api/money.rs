@@ -206,6 +206,12 @@ async fn ids_are_stable_and_the_rollup_is_idempotent() {
     let again = app.rollup().await;
     assert_eq!(
         (again.groups, again.changed, again.removed),
+        (0, 0, 0),
+        "no dirty group: nothing to do"
+    );
+    let full = app.rollup_full().await;
+    assert_eq!(
+        (full.groups, full.changed, full.removed),
         (1, 0, 0),
         "nothing to do twice"
     );

@@ -136,6 +136,7 @@ impl TestApp {
             .unwrap(),
             verifier: Verifier::new(config).unwrap(),
             public_url: PUBLIC_URL.to_owned(),
+            rollup_wake: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
@@ -238,7 +239,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The incremental rollup, until no dirty group is left (what the server's worker does).
     pub async fn rollup(&self) -> rollup::RollupStats {
+        rollup::run_until_clean(&mut self.conn().await)
+            .await
+            .unwrap()
+    }
+
+    /// The full rebuild.
+    pub async fn rollup_full(&self) -> rollup::RollupStats {
         rollup::run_full(&mut self.conn().await).await.unwrap()
     }
 }

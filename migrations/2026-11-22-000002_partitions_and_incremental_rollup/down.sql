@@ -1,0 +1,13 @@
+DROP TABLE idempotency_keys;
+ALTER TABLE organizations DROP COLUMN data_version, DROP COLUMN rolled_up_at;
+DROP TABLE rollup_dirty;
+DROP TABLE usage_voids;
+CREATE TABLE usage_events_unpartitioned (LIKE usage_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+INSERT INTO usage_events_unpartitioned SELECT * FROM usage_events;
+DROP TABLE usage_events;
+DROP FUNCTION usage_events_ensure_partition(date);
+DROP TABLE usage_event_ids;
+ALTER TABLE usage_events_unpartitioned RENAME TO usage_events;
+ALTER TABLE usage_events ADD PRIMARY KEY (event_id);
+ALTER TABLE usage_events ADD FOREIGN KEY (account_id) REFERENCES accounts (id);
+CREATE INDEX usage_events_account_occurred_idx ON usage_events (account_id, occurred_at);

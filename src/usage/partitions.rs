@@ -1,0 +1,18 @@
+//! Monthly partitions of `usage_events`, created on demand before events are written to them.
+
+use chrono::NaiveDate;
+use diesel::sql_types::{Array, Date};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+/// Makes sure a partition exists for each month (first days). Safe under concurrency: the SQL
+/// function swallows a lost creation race.
+pub async fn ensure(conn: &mut AsyncPgConnection, months: &[NaiveDate]) -> diesel::QueryResult<()> {
+    if months.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query("SELECT usage_events_ensure_partition(m) FROM unnest($1) AS m")
+        .bind::<Array<Date>, _>(months)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
