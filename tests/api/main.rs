@@ -9,4 +9,5 @@ mod openapi_schema;
 mod ownership;
 mod pagination;
 mod params;
+mod rollup;
 mod support;

@@ -93,6 +93,9 @@ pub struct Options {
     pub kids: Vec<&'static str>,
     /// Point the server's pool somewhere else (e.g. nowhere) instead of the test schema.
     pub database_url: Option<String>,
+    /// Run the server's background rollup worker at this interval (tests roll up by hand
+    /// otherwise).
+    pub rollup_interval: Option<Duration>,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             jwks_min_refresh: Duration::from_secs(60),
             kids: vec!["rsa-1", "ec-1", "ed-1"],
             database_url: None,
+            rollup_interval: None,
         }
     }
 }
@@ -138,6 +142,12 @@ impl TestApp {
             public_url: PUBLIC_URL.to_owned(),
             rollup_wake: Default::default(),
         });
+        if let Some(interval) = options.rollup_interval {
+            let args = usage_api::config::RollupArgs {
+                rollup_interval_ms: interval.as_millis() as u64,
+            };
+            usage_api::cli::serve::start_rollup(&state, &args);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let server = usage_api::cli::serve::start(state, listener, 1).unwrap();

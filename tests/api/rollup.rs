@@ -1,0 +1,264 @@
+//! The incremental rollup: only dirty groups are recomputed, late events re-roll their month,
+//! concurrent workers never double-count, a full rebuild gives identical rows and ids, the
+//! server's worker makes new events visible on its own, and `as_of` tells how fresh a page is.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use usage_api::usage::event::NewEvent;
+use usage_api::usage::rollup;
+
+use crate::support::data::{at, dec, event};
+use crate::support::tokens::token;
+use crate::support::{Options, TestApp};
+
+/// Events over 3 accounts × 4 products × 6 months (independent dimensions: 72 groups once
+/// there are at least 72 events), each product with its own price.
+fn spread(prefix: &str, count: u32) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| {
+            let product = (n / 3) % 4;
+            let mut e = event(
+                &format!("{prefix}-{n}"),
+                ["a1", "a2", "a3"][(n % 3) as usize],
+            );
+            e.product_id = format!("P-{product}");
+            e.occurred_at = at(&format!(
+                "2023-{:02}-{:02}T{:02}:00:00Z",
+                1 + (n / 12) % 6,
+                1 + n % 27,
+                n % 24
+            ));
+            e.quantity = dec(&format!("{}.{:03}", n % 50, n % 997));
+            e.unit_price = dec(["0.01", "0.0085", "2", "0.5"][product as usize]);
+            e
+        })
+        .collect()
+}
+
+async fn all_rows(app: &TestApp) -> Vec<Value> {
+    let reply = app
+        .get(
+            "/express/usage/month?per_page=250&order_by=id",
+            &token("org-a"),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    reply.body["_embedded"]["usage"].as_array().unwrap().clone()
+}
+
+async fn org_a() -> TestApp {
+    let app = TestApp::spawn().await;
+    app.accounts(&[("a1", "org-a"), ("a2", "org-a"), ("a3", "org-a")])
+        .await;
+    app
+}
+
+#[actix_web::test]
+async fn incremental_runs_and_a_full_rebuild_give_identical_rows_and_ids() {
+    let app = org_a().await;
+    app.insert(&spread("first", 300)).await;
+    let stats = app.rollup().await;
+    assert_eq!(stats.groups, 72, "3 accounts × 6 months × 4 products");
+    // A second wave touching some groups again, plus late events for old months.
+    let mut second = spread("second", 120);
+    for e in second.iter_mut().step_by(5) {
+        e.occurred_at = at("2022-12-31T23:59:59Z");
+    }
+    app.insert(&second).await;
+    let stats = app.rollup().await;
+    assert!(
+        stats.groups > 0 && stats.groups < 90,
+        "only dirty groups: {stats:?}"
+    );
+    let incremental = all_rows(&app).await;
+    let full = app.rollup_full().await;
+    assert_eq!(full.changed, 0, "the full rebuild finds nothing to change");
+    assert_eq!(full.removed, 0);
+    assert_eq!(all_rows(&app).await, incremental);
+}
+
+#[actix_web::test]
+async fn a_late_event_re_rolls_its_month_only() {
+    let app = org_a().await;
+    app.insert(&spread("base", 60)).await;
+    app.rollup().await;
+    let before = all_rows(&app).await;
+    let mut late = event("late-1", "a1");
+    late.product_id = "P-0".into();
+    late.occurred_at = at("2023-01-31T23:59:59.999999Z");
+    late.quantity = dec("1000");
+    late.unit_price = dec("0.01");
+    app.insert(&[late]).await;
+    let stats = app.rollup().await;
+    let in_that_month = before
+        .iter()
+        .filter(|r| r["account_id"] == "a1" && r["month"] == "2023-01")
+        .count();
+    assert_eq!(in_that_month, 4);
+    assert_eq!(
+        stats.groups, 4,
+        "only (a1, 2023-01) was recomputed: its 4 groups"
+    );
+    assert_eq!(stats.changed, 1, "of which one changed");
+    let after = all_rows(&app).await;
+    let changed: Vec<_> = before.iter().zip(&after).filter(|(b, a)| b != a).collect();
+    assert_eq!(changed.len(), 1);
+    let (old, new) = changed[0];
+    assert_eq!(old["id"], new["id"]);
+    assert_eq!(
+        (new["account_id"].as_str(), new["month"].as_str()),
+        (Some("a1"), Some("2023-01"))
+    );
+}
+
+#[actix_web::test]
+async fn concurrent_workers_and_ingest_never_double_count() {
+    let app = org_a().await;
+    let events = spread("c", 600);
+    // Four ingest batches and three rollup workers, all at once.
+    let ingest = events.chunks(150).map(|chunk| {
+        let chunk = chunk.to_vec();
+        let url = app.db.url.clone();
+        async move {
+            let mut conn =
+                <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url)
+                    .await
+                    .unwrap();
+            usage_api::usage::ingest::insert_events(&mut conn, &chunk)
+                .await
+                .unwrap();
+        }
+    });
+    let workers = (0..3).map(|_| {
+        let url = app.db.url.clone();
+        async move {
+            let mut conn =
+                <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url)
+                    .await
+                    .unwrap();
+            for _ in 0..20 {
+                rollup::run_pending(&mut conn, 7).await.unwrap();
+            }
+        }
+    });
+    futures_join(ingest.collect(), workers.collect()).await;
+    app.rollup().await; // whatever the workers left
+    let incremental = all_rows(&app).await;
+    app.rollup_full().await;
+    assert_eq!(
+        all_rows(&app).await,
+        incremental,
+        "equal to a rebuild from scratch"
+    );
+    let units: rust_decimal::Decimal = incremental
+        .iter()
+        .map(|r| {
+            r["number_of_units"]
+                .to_string()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    let expected: rust_decimal::Decimal = events.iter().map(|e| e.quantity).sum();
+    assert_eq!(units, expected);
+}
+
+/// Runs every future at once on this test's runtime and waits for all of them.
+async fn futures_join(
+    a: Vec<impl std::future::Future<Output = ()> + 'static>,
+    b: Vec<impl std::future::Future<Output = ()> + 'static>,
+) {
+    let mut handles: Vec<_> = a.into_iter().map(actix_web::rt::spawn).collect();
+    handles.extend(b.into_iter().map(actix_web::rt::spawn));
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn the_servers_worker_makes_new_events_visible_within_a_second() {
+    let app = TestApp::spawn_with(Options {
+        rollup_interval: Some(Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await;
+    app.accounts(&[("a1", "org-a")]).await;
+    app.insert(&[event("e1", "a1")]).await;
+    let started = std::time::Instant::now();
+    loop {
+        let reply = app.get("/express/usage/month", &token("org-a")).await;
+        if reply.body["total"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "not rolled up: {}",
+            reply.body
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn as_of_tells_up_to_when_events_are_included() {
+    let app = org_a().await;
+    let before_ingest = chrono::Utc::now();
+    app.insert(&[event("e1", "a1")]).await;
+    let stale = app.get("/express/usage/month", &token("org-a")).await;
+    let as_of =
+        chrono::DateTime::parse_from_rfc3339(stale.body["as_of"].as_str().unwrap()).unwrap();
+    assert_eq!(stale.body["total"], 0, "not rolled up yet");
+    assert!(
+        as_of <= chrono::Utc::now() && as_of >= before_ingest - chrono::Duration::seconds(5),
+        "{as_of}"
+    );
+    // Another organization has nothing pending: its as_of is the time of the read.
+    let other = app.get("/express/usage/month", &token("org-b")).await;
+    let other_as_of =
+        chrono::DateTime::parse_from_rfc3339(other.body["as_of"].as_str().unwrap()).unwrap();
+    assert!(other_as_of > as_of);
+
+    app.rollup().await;
+    let read_at = chrono::Utc::now();
+    let fresh = app.get("/express/usage/month", &token("org-a")).await;
+    assert_eq!(fresh.body["total"], 1);
+    let fresh_as_of =
+        chrono::DateTime::parse_from_rfc3339(fresh.body["as_of"].as_str().unwrap()).unwrap();
+    assert!(
+        fresh_as_of >= read_at - chrono::Duration::seconds(1),
+        "{fresh_as_of} vs {read_at}"
+    );
+}
+
+#[actix_web::test]
+async fn events_land_in_monthly_partitions_created_on_demand() {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let app = org_a().await;
+    app.insert(&spread("p", 72)).await;
+    let mut conn = app.conn().await;
+    let partitions: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'usage_events'::regclass",
+    )
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(partitions.n, 6, "one per month, 2023-01 to 2023-06");
+    let in_march: Count = diesel::sql_query("SELECT count(*) AS n FROM usage_events_2023_03")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(in_march.n, 12);
+}
