@@ -47,10 +47,22 @@ pub enum ApiError {
     /// The filter names accounts outside the caller's organization (or that do not exist).
     #[error("forbidden accounts")]
     ForbiddenAccounts(Vec<String>),
+    /// The request body is not what the operation reads (malformed JSON, …).
+    #[error("invalid body")]
+    InvalidBody(String),
+    /// The body is larger (in bytes or events) than the operation accepts.
+    #[error("payload too large")]
+    PayloadTooLarge(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The Idempotency-Key was used before with a different request.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
     #[error("not found")]
     NotFound,
+    /// With the methods the resource does allow.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// The database cannot be reached right now; the client should retry.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -67,6 +79,24 @@ struct ErrorBody<'a> {
 }
 
 impl ApiError {
+    /// Every `code` an error body can carry (openapi.yaml lists exactly these; a test checks).
+    pub const CODES: &'static [&'static str] = &[
+        "invalid_parameter",
+        "invalid_filter",
+        "unauthorized",
+        "invalid_token",
+        "insufficient_scope",
+        "forbidden_accounts",
+        "invalid_body",
+        "payload_too_large",
+        "unsupported_media_type",
+        "idempotency_key_reused",
+        "not_found",
+        "method_not_allowed",
+        "service_unavailable",
+        "internal_error",
+    ];
+
     /// The stable, documented `code` of this error (listed in openapi.yaml).
     pub fn code(&self) -> &'static str {
         match self {
@@ -80,8 +110,12 @@ impl ApiError {
             } => "invalid_token",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::ForbiddenAccounts(_) => "forbidden_accounts",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -101,8 +135,14 @@ impl ApiError {
             Self::ForbiddenAccounts(_) => {
                 "This caller is not authorized to query the given accounts."
             }
+            Self::InvalidBody(_) => "The request body is invalid.",
+            Self::PayloadTooLarge(_) => "The request body is too large.",
+            Self::UnsupportedMediaType => "The request body's media type is not supported.",
+            Self::IdempotencyKeyReused => {
+                "This Idempotency-Key was already used for a different request."
+            }
             Self::NotFound => "The resource does not exist.",
-            Self::MethodNotAllowed => "The method is not allowed on this resource.",
+            Self::MethodNotAllowed(_) => "The method is not allowed on this resource.",
             Self::Unavailable(_) => "The service is temporarily unavailable; retry shortly.",
             Self::Internal(_) => "An internal error occurred.",
         }
@@ -125,10 +165,19 @@ impl ApiError {
             Self::ForbiddenAccounts(_) => "The accounts specified are not under the organization \
                                            owning the current authentication token."
                 .to_owned(),
+            Self::InvalidBody(reason) | Self::PayloadTooLarge(reason) => reason.clone(),
+            Self::UnsupportedMediaType => "Send application/json (an array of events) or \
+                                           application/x-ndjson (one event per line)."
+                .to_owned(),
+            Self::IdempotencyKeyReused => "Use a new key for a new request; a repeated request \
+                                           must be byte-for-byte the same to be replayed."
+                .to_owned(),
             Self::NotFound => {
                 "Nothing exists at this path for the calling organization.".to_owned()
             }
-            Self::MethodNotAllowed => "Only GET is allowed on this resource.".to_owned(),
+            Self::MethodNotAllowed(allowed) => {
+                format!("Only {allowed} is allowed on this resource.")
+            }
             Self::Unavailable(_) => {
                 "The service cannot reach its database; retry after the Retry-After delay."
                     .to_owned()
@@ -143,6 +192,13 @@ impl ApiError {
         match self {
             Self::InvalidParameter(fields) => fields.clone(),
             Self::InvalidFilter(field) => vec![field.clone()],
+            Self::InvalidBody(reason) | Self::PayloadTooLarge(reason) => {
+                vec![FieldError::new("body", reason.clone())]
+            }
+            Self::IdempotencyKeyReused => vec![FieldError::new(
+                "Idempotency-Key",
+                "already used with a different request body",
+            )],
             Self::ForbiddenAccounts(ids) => ids
                 .iter()
                 .map(|id| FieldError::new("account_id", id.clone()))
@@ -189,11 +245,16 @@ impl From<diesel::result::Error> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidParameter(_) | Self::InvalidFilter(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidParameter(_) | Self::InvalidFilter(_) | Self::InvalidBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope { .. } | Self::ForbiddenAccounts(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -223,9 +284,46 @@ impl ResponseError for ApiError {
         if matches!(self, Self::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        if matches!(self, Self::MethodNotAllowed) {
-            response.insert_header((header::ALLOW, "GET"));
+        if let Self::MethodNotAllowed(allowed) = self {
+            response.insert_header((header::ALLOW, *allowed));
         }
         response.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_a_listed_code_and_a_description() {
+        let all = [
+            ApiError::invalid("page", "x"),
+            ApiError::InvalidFilter(FieldError::new("filter", "x")),
+            ApiError::Unauthorized {
+                token_sent: false,
+                reason: "x".into(),
+            },
+            ApiError::Unauthorized {
+                token_sent: true,
+                reason: "x".into(),
+            },
+            ApiError::InsufficientScope { scope: "s" },
+            ApiError::ForbiddenAccounts(vec!["a".into()]),
+            ApiError::InvalidBody("x".into()),
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::UnsupportedMediaType,
+            ApiError::IdempotencyKeyReused,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed("GET"),
+            ApiError::Unavailable(anyhow::anyhow!("x")),
+            ApiError::internal(anyhow::anyhow!("x")),
+        ];
+        let mut codes: Vec<&str> = all.iter().map(ApiError::code).collect();
+        codes.sort_unstable();
+        let mut listed = ApiError::CODES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(codes, listed);
+        assert!(all.iter().all(|e| !e.description().is_empty()));
     }
 }

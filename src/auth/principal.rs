@@ -14,6 +14,8 @@ use crate::error::ApiError;
 
 /// Scope needed to read monthly usage.
 pub const READ_SCOPE: &str = "express-accounts-usage:read";
+/// Scope needed to send usage events.
+pub const WRITE_SCOPE: &str = "express-accounts-usage:write";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, handlers, HAL shapes, and the middleware every response passes.
 
+pub mod events;
 pub mod hal;
 pub mod health;
 pub mod monthly;

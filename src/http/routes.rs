@@ -2,27 +2,36 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::{health, monthly};
+use super::{events, health, monthly};
 use crate::error::ApiError;
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+async fn only_get() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed("GET"))
+}
+
+async fn only_post() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed("POST"))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/express/usage/month")
             .route(web::get().to(monthly::list))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(only_get)),
     )
     .service(
         web::resource("/express/usage/month/{id}")
             .route(web::get().to(monthly::show))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(only_get)),
+    )
+    .service(
+        web::resource("/express/usage/events")
+            .route(web::post().to(events::ingest))
+            .default_service(web::to(only_post)),
     )
     .service(web::resource("/health/live").route(web::get().to(health::live)))
     .service(web::resource("/health/ready").route(web::get().to(health::ready)))

@@ -364,3 +364,74 @@ impl<R: BufRead> Records<R> {
         }
     }
 }
+
+/// An `Idempotency-Key` and the digest of the request it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    pub request_hash: &'a str,
+}
+
+/// What became of a submitted batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// Processed now; the rendered answer (stored under the key, if any).
+    Stored(String),
+    /// The same key and request were processed before: their stored answer.
+    Replayed(String),
+    /// The key was used before for a different request.
+    KeyReused,
+}
+
+/// Inserts a batch for `organization` and renders the answer, at most once per idempotency key:
+/// the key is claimed first in the same transaction as the events, so a concurrent repeat waits
+/// for this one and then replays its answer; a crash loses both or neither.
+pub async fn submit(
+    conn: &mut AsyncPgConnection,
+    organization: &str,
+    key: Option<IdempotencyKey<'_>>,
+    events: &[NewEvent],
+    render: impl FnOnce(&[Outcome]) -> String + Send,
+) -> QueryResult<Submission> {
+    use crate::db::schema::idempotency_keys as keys;
+    ensure_partitions(conn, events).await?;
+    conn.transaction(async |conn| {
+        if let Some(key) = key {
+            let claimed = diesel::insert_into(keys::table)
+                .values((
+                    keys::organization_id.eq(organization),
+                    keys::key.eq(key.key),
+                    keys::request_hash.eq(key.request_hash),
+                    keys::response.eq(""),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if claimed == 0 {
+                let (hash, response): (String, String) = keys::table
+                    .filter(keys::organization_id.eq(organization))
+                    .filter(keys::key.eq(key.key))
+                    .select((keys::request_hash, keys::response))
+                    .first(conn)
+                    .await?;
+                return Ok(if hash == key.request_hash {
+                    Submission::Replayed(response)
+                } else {
+                    Submission::KeyReused
+                });
+            }
+        }
+        let outcomes = insert_events_in(conn, events).await?;
+        let body = render(&outcomes);
+        if let Some(key) = key {
+            diesel::update(keys::table)
+                .filter(keys::organization_id.eq(organization))
+                .filter(keys::key.eq(key.key))
+                .set(keys::response.eq(&body))
+                .execute(conn)
+                .await?;
+        }
+        Ok(Submission::Stored(body))
+    })
+    .await
+}

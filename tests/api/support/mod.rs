@@ -208,6 +208,50 @@ impl TestApp {
         }
     }
 
+    /// POST `body` to `path` with a bearer token and extra headers; checked against openapi.yaml.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{status} POST {path}: not JSON: {text}"));
+        assert!(
+            headers.contains_key("x-request-id"),
+            "no X-Request-Id on POST {path}"
+        );
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(content_type, "application/json");
+        if status == 200 {
+            assert_matches_schema("IngestReport", &body);
+        } else {
+            assert_matches_schema("Error", &body);
+        }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     /// GET with a bearer token.
     pub async fn get(&self, path_and_query: &str, token: &str) -> Reply {
         let authorization = format!("Bearer {token}");

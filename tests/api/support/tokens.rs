@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 pub const ISSUER: &str = "https://issuer.usage.test/";
 pub const AUDIENCE: &str = "usage-api";
 pub const READ: &str = "express-accounts-usage:read";
+pub const WRITE: &str = "express-accounts-usage:write";
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/support/keys");
 
@@ -64,4 +65,11 @@ pub fn token(org: &str) -> String {
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A valid token for `org` that may send events (and not read).
+pub fn writer(org: &str) -> String {
+    let mut c = claims(org);
+    c["scope"] = serde_json::json!(WRITE);
+    sign("rsa-1", &c)
 }
