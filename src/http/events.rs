@@ -15,7 +15,7 @@ use crate::auth::{Principal, WRITE_SCOPE};
 use crate::db::pool;
 use crate::error::{ApiError, ApiResult};
 use crate::usage::accounts;
-use crate::usage::event::{NewEvent, RawEvent};
+use crate::usage::event::{Entry, RawEvent};
 use crate::usage::ingest::{self, IdempotencyKey, Outcome, Submission};
 
 /// Largest accepted body.
@@ -187,14 +187,14 @@ pub async fn ingest(
 
     // Check every event; the valid ones are stored, in order.
     let mut results: Vec<EventResult> = Vec::with_capacity(parsed.len());
-    let mut valid: Vec<NewEvent> = Vec::new();
+    let mut valid: Vec<Entry> = Vec::new();
     let mut slots: Vec<usize> = Vec::new();
     for (index, raw) in parsed {
         let event_id = raw.as_ref().ok().and_then(|r| r.event_id.clone());
-        match raw.and_then(RawEvent::validate) {
-            Ok(event) => {
+        match raw.and_then(RawEvent::into_entry) {
+            Ok(entry) => {
                 slots.push(results.len());
-                valid.push(event);
+                valid.push(entry);
                 results.push(EventResult {
                     index,
                     event_id,

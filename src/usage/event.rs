@@ -56,6 +56,26 @@ pub struct RawEvent {
     pub wallet_name: Option<String>,
     pub quantity: Option<String>,
     pub occurred_at: Option<String>,
+    /// Set on a void: the id of the event it cancels.
+    pub voids: Option<String>,
+}
+
+/// A void: cancels an earlier event, which the rollup then leaves out (see DESIGN: corrections
+/// are new events; quantities are never negative).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVoid {
+    pub event_id: String,
+    pub voids: String,
+}
+
+/// One line of input: an event, or a void of an earlier one.
+// Nearly every entry is an event: boxing it would cost an allocation per event to save space
+// on the rare void.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Event(NewEvent),
+    Void(NewVoid),
 }
 
 /// An NDJSON line / JSON array element. Numbers stay raw so their digits are kept exactly.
@@ -78,6 +98,7 @@ struct JsonEvent<'a> {
     #[serde(borrow)]
     quantity: Option<&'a RawValue>,
     occurred_at: Option<String>,
+    voids: Option<String>,
 }
 
 /// The text of a JSON number or string, as written.
@@ -121,6 +142,7 @@ impl RawEvent {
             wallet_name: json.wallet_name,
             quantity: raw_number(json.quantity).map_err(|e| format!("quantity: {e}"))?,
             occurred_at: json.occurred_at,
+            voids: json.voids,
         })
     }
 
@@ -142,7 +164,23 @@ impl RawEvent {
             "wallet_name" => self.wallet_name = value,
             "quantity" => self.quantity = value,
             "occurred_at" => self.occurred_at = value,
+            "voids" => self.voids = value,
             _ => {}
+        }
+    }
+
+    /// A void when `voids` is set (it then needs only `event_id`), else an event.
+    pub fn into_entry(self) -> Result<Entry, String> {
+        match present(self.voids.clone()) {
+            Some(voids) => {
+                let event_id = identifier("event_id", self.event_id)?;
+                let voids = identifier("voids", Some(voids))?;
+                if voids == event_id {
+                    return Err("an event cannot void itself".to_owned());
+                }
+                Ok(Entry::Void(NewVoid { event_id, voids }))
+            }
+            None => self.validate().map(Entry::Event),
         }
     }
 

@@ -4,14 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::event::{NewEvent, RawEvent};
+use super::event::{Entry, NewEvent, NewVoid, RawEvent};
 use super::model::Month;
 use super::partitions;
-use crate::db::schema::{accounts, rollup_dirty, usage_event_ids, usage_events};
+use crate::db::schema::{accounts, rollup_dirty, usage_event_ids, usage_events, usage_voids};
 
 /// Events per INSERT (15 bind parameters each; Postgres allows 65,535 per statement).
 pub const BATCH_SIZE: usize = 1000;
@@ -197,7 +197,7 @@ pub async fn mark_dirty(
 /// Events waiting for their batch, with the line each came from.
 struct Batch {
     lines: Vec<u64>,
-    events: Vec<NewEvent>,
+    events: Vec<Entry>,
 }
 
 impl Batch {
@@ -210,7 +210,7 @@ impl Batch {
         if self.events.is_empty() {
             return Ok(());
         }
-        let outcomes = insert_events(conn, &self.events).await?;
+        let outcomes = insert_entries(conn, &self.events, None).await?;
         for (line, outcome) in self.lines.drain(..).zip(outcomes) {
             match outcome {
                 Outcome::Accepted => counts.accepted += 1,
@@ -240,10 +240,10 @@ pub async fn ingest(
     };
     let mut records = Records::new(input, format)?;
     while let Some((line, raw)) = records.next_record()? {
-        match raw.and_then(RawEvent::validate) {
-            Ok(event) => {
+        match raw.and_then(RawEvent::into_entry) {
+            Ok(entry) => {
                 batch.lines.push(line);
-                batch.events.push(event);
+                batch.events.push(entry);
             }
             Err(reason) => {
                 counts.rejected += 1;
@@ -390,11 +390,11 @@ pub async fn submit(
     conn: &mut AsyncPgConnection,
     organization: &str,
     key: Option<IdempotencyKey<'_>>,
-    events: &[NewEvent],
+    entries: &[Entry],
     render: impl FnOnce(&[Outcome]) -> String + Send,
 ) -> QueryResult<Submission> {
     use crate::db::schema::idempotency_keys as keys;
-    ensure_partitions(conn, events).await?;
+    ensure_partitions(conn, &events_of(entries)).await?;
     conn.transaction(async |conn| {
         if let Some(key) = key {
             let claimed = diesel::insert_into(keys::table)
@@ -421,7 +421,7 @@ pub async fn submit(
                 });
             }
         }
-        let outcomes = insert_events_in(conn, events).await?;
+        let outcomes = insert_entries_in(conn, entries, Some(organization)).await?;
         let body = render(&outcomes);
         if let Some(key) = key {
             diesel::update(keys::table)
@@ -434,4 +434,127 @@ pub async fn submit(
         Ok(Submission::Stored(body))
     })
     .await
+}
+
+/// Inserts events and voids in one transaction, answering for each entry in order. Events are
+/// stored first, so a void may cancel an event of the same batch. With `organization`, a void
+/// may only cancel that organization's events (another's look unknown, as for reads).
+pub async fn insert_entries_in(
+    conn: &mut AsyncPgConnection,
+    entries: &[Entry],
+    organization: Option<&str>,
+) -> QueryResult<Vec<Outcome>> {
+    let events: Vec<NewEvent> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Event(event) => Some(event.clone()),
+            Entry::Void(_) => None,
+        })
+        .collect();
+    let mut event_outcomes = insert_events_in(conn, &events).await?.into_iter();
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        outcomes.push(match entry {
+            Entry::Event(_) => event_outcomes.next().unwrap_or(Outcome::Duplicate),
+            Entry::Void(void) => insert_void(conn, void, organization).await?,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// `insert_entries_in` in a transaction of its own (partitions first, see `ensure_partitions`).
+pub async fn insert_entries(
+    conn: &mut AsyncPgConnection,
+    entries: &[Entry],
+    organization: Option<&str>,
+) -> QueryResult<Vec<Outcome>> {
+    ensure_partitions(conn, &events_of(entries)).await?;
+    conn.transaction(async |conn| insert_entries_in(conn, entries, organization).await)
+        .await
+}
+
+/// The events among `entries` (for the partitions they need).
+pub fn events_of(entries: &[Entry]) -> Vec<NewEvent> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Event(event) => Some(event.clone()),
+            Entry::Void(_) => None,
+        })
+        .collect()
+}
+
+/// Stores one void: its own id is claimed in the ledger like an event's (a repeat is a
+/// duplicate); the event it cancels must exist (in `organization`, if given), not be a void, and
+/// not be voided already. Its (account, month) is marked dirty so the rollup drops the event.
+async fn insert_void(
+    conn: &mut AsyncPgConnection,
+    void: &NewVoid,
+    organization: Option<&str>,
+) -> QueryResult<Outcome> {
+    let seen: Option<String> = usage_event_ids::table
+        .find(&void.event_id)
+        .select(usage_event_ids::event_id)
+        .first(conn)
+        .await
+        .optional()?;
+    if seen.is_some() {
+        return Ok(Outcome::Duplicate);
+    }
+    let unknown = || Outcome::Rejected(format!("unknown event '{}'", void.voids));
+    let target: Option<(String, DateTime<Utc>, String)> = usage_event_ids::table
+        .inner_join(accounts::table.on(accounts::id.eq(usage_event_ids::account_id)))
+        .filter(usage_event_ids::event_id.eq(&void.voids))
+        .select((
+            usage_event_ids::account_id,
+            usage_event_ids::occurred_at,
+            accounts::organization_id,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((account_id, occurred_at, owner)) = target else {
+        return Ok(unknown());
+    };
+    if organization.is_some_and(|org| org != owner) {
+        return Ok(unknown());
+    }
+    let is_void: i64 = usage_voids::table
+        .filter(usage_voids::event_id.eq(&void.voids))
+        .count()
+        .get_result(conn)
+        .await?;
+    if is_void > 0 {
+        return Ok(Outcome::Rejected(format!(
+            "'{}' is a void; it cannot be voided",
+            void.voids
+        )));
+    }
+    let month = Month::from_date(occurred_at.date_naive()).first_day();
+    let stored = diesel::insert_into(usage_voids::table)
+        .values((
+            usage_voids::event_id.eq(&void.event_id),
+            usage_voids::voided_event_id.eq(&void.voids),
+            usage_voids::account_id.eq(&account_id),
+            usage_voids::month.eq(month),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if stored == 0 {
+        return Ok(Outcome::Rejected(format!(
+            "event '{}' is already voided",
+            void.voids
+        )));
+    }
+    diesel::insert_into(usage_event_ids::table)
+        .values((
+            usage_event_ids::event_id.eq(&void.event_id),
+            usage_event_ids::account_id.eq(&account_id),
+            usage_event_ids::occurred_at.eq(occurred_at),
+        ))
+        .execute(conn)
+        .await?;
+    mark_dirty(conn, &[(account_id.as_str(), month, owner.as_str())]).await?;
+    Ok(Outcome::Accepted)
 }

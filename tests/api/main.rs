@@ -2,6 +2,7 @@
 //! against a real JWKS over loopback.
 
 mod auth;
+mod corrections;
 mod events;
 mod filters;
 mod ingest;
