@@ -114,7 +114,7 @@ fn read(
 pub async fn run(command: AccountsCommand) -> anyhow::Result<()> {
     let AccountsCommand::Import(args) = command;
     let format = FileFormat::resolve(args.format, &args.file)?;
-    let (accounts, rejects) = read(super::open_input(&args.file)?, format)?;
+    let (accounts, rejects) = read(super::open_input(&args.file, None)?, format)?;
     for reject in &rejects {
         eprintln!("{reject}");
     }

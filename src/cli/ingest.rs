@@ -1,14 +1,20 @@
-//! `usage-api ingest FILE`: load raw events; print accepted / duplicate / rejected counts; name
-//! every rejected line (standard error, or --rejects FILE).
+//! `usage-api ingest FILE`: load raw events with COPY; print accepted / duplicate / rejected
+//! counts; name every rejected line (standard error, or --rejects FILE). A progress bar shows on
+//! standard error when it is a terminal.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::FileFormat;
 use crate::config::DatabaseArgs;
-use crate::usage::ingest::{self, Format};
+use crate::usage::bulk;
+use crate::usage::ingest::Format;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -24,31 +30,76 @@ pub struct IngestArgs {
     pub db: DatabaseArgs,
 }
 
+/// A bar over the file's bytes (a spinner for standard input), or none when stderr is not a
+/// terminal.
+fn progress(path: &str, read: &Arc<AtomicU64>) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let size = std::fs::metadata(path)
+        .ok()
+        .filter(|_| path != "-")
+        .map(|m| m.len());
+    let bar = match size {
+        Some(size) => ProgressBar::new(size).with_style(
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    let ticking = bar.clone();
+    let read = read.clone();
+    std::thread::spawn(move || {
+        while !ticking.is_finished() {
+            ticking.set_position(read.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    Some(bar)
+}
+
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let format = match FileFormat::resolve(args.format, &args.file) {
         Ok(format) => format,
         Err(_) if args.file == "-" => FileFormat::Ndjson,
         Err(err) => return Err(err),
     };
-    let input = super::open_input(&args.file)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let input = super::open_input(&args.file, Some(read.clone()))?;
     let mut rejects: Box<dyn Write> = match &args.rejects {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating '{path}'"))?,
         )),
         None => Box::new(std::io::stderr()),
     };
-    let mut conn = super::connect(&args.db).await?;
+    // Migrated database first (creating it if needed); the load has its own connection.
+    drop(super::connect(&args.db).await?);
+    let bar = progress(&args.file, &read);
     let mut write_error = None;
     let format = match format {
         FileFormat::Ndjson => Format::Ndjson,
         FileFormat::Csv => Format::Csv,
     };
-    let counts = ingest::ingest(&mut conn, input, format, &mut |reject| {
-        if let Err(err) = writeln!(rejects, "line {}: {}", reject.line, reject.reason) {
+    let counts = bulk::load(&args.db.database_url, input, format, &mut |reject| {
+        let mut write = || writeln!(rejects, "line {}: {}", reject.line, reject.reason);
+        let result = match &bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        };
+        if let Err(err) = result {
             write_error.get_or_insert(err);
         }
     })
-    .await?;
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let counts = counts?;
     rejects.flush()?;
     if let Some(err) = write_error {
         return Err(err).context("writing rejected lines");

@@ -8,6 +8,10 @@ pub mod rollup;
 pub mod serve;
 pub mod token;
 
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -72,13 +76,38 @@ impl FileFormat {
     }
 }
 
-/// Opens `path` ('-' is standard input) for buffered reading.
-pub fn open_input(path: &str) -> anyhow::Result<Box<dyn std::io::BufRead>> {
-    if path == "-" {
-        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+/// Opens `path` ('-' is standard input) for buffered reading; `read` counts the bytes read.
+pub fn open_input(
+    path: &str,
+    read: Option<Arc<AtomicU64>>,
+) -> anyhow::Result<Box<dyn std::io::BufRead + Send>> {
+    let source: Box<dyn Read + Send> = if path == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).with_context(|| format!("opening '{path}'"))?)
+    };
+    let source: Box<dyn Read + Send> = match read {
+        Some(read) => Box::new(Counting {
+            inner: source,
+            read,
+        }),
+        None => source,
+    };
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, source)))
+}
+
+/// A reader that adds what it reads to a shared counter (for progress bars).
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
-    let file = std::fs::File::open(path).with_context(|| format!("opening '{path}'"))?;
-    Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file)))
 }
 
 /// A migrated database and one connection to it, for the one-shot commands.

@@ -1,5 +1,6 @@
-//! Loading raw events: NDJSON or CSV, in batches, idempotent by `event_id`. A bad line never
-//! stops the load and is never dropped silently: it is reported with its line number and reason.
+//! Storing raw events, idempotent by `event_id`: checked batches (HTTP, demo) go through
+//! `insert_entries`/`submit`; files are read by `Records` and loaded by `bulk`. A bad line never
+//! stops a load and is never dropped silently: it is reported with its line number and reason.
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
@@ -194,72 +195,8 @@ pub async fn mark_dirty(
     Ok(())
 }
 
-/// Events waiting for their batch, with the line each came from.
-struct Batch {
-    lines: Vec<u64>,
-    events: Vec<Entry>,
-}
-
-impl Batch {
-    async fn flush(
-        &mut self,
-        conn: &mut AsyncPgConnection,
-        counts: &mut Counts,
-        on_reject: &mut dyn FnMut(Reject),
-    ) -> QueryResult<()> {
-        if self.events.is_empty() {
-            return Ok(());
-        }
-        let outcomes = insert_entries(conn, &self.events, None).await?;
-        for (line, outcome) in self.lines.drain(..).zip(outcomes) {
-            match outcome {
-                Outcome::Accepted => counts.accepted += 1,
-                Outcome::Duplicate => counts.duplicate += 1,
-                Outcome::Rejected(reason) => {
-                    counts.rejected += 1;
-                    on_reject(Reject { line, reason });
-                }
-            }
-        }
-        self.events.clear();
-        Ok(())
-    }
-}
-
-/// Loads every event of `input`. `on_reject` hears of each line not loaded.
-pub async fn ingest(
-    conn: &mut AsyncPgConnection,
-    input: impl BufRead,
-    format: Format,
-    on_reject: &mut dyn FnMut(Reject),
-) -> anyhow::Result<Counts> {
-    let mut counts = Counts::default();
-    let mut batch = Batch {
-        lines: Vec::with_capacity(BATCH_SIZE),
-        events: Vec::with_capacity(BATCH_SIZE),
-    };
-    let mut records = Records::new(input, format)?;
-    while let Some((line, raw)) = records.next_record()? {
-        match raw.and_then(RawEvent::into_entry) {
-            Ok(entry) => {
-                batch.lines.push(line);
-                batch.events.push(entry);
-            }
-            Err(reason) => {
-                counts.rejected += 1;
-                on_reject(Reject { line, reason });
-            }
-        }
-        if batch.events.len() >= BATCH_SIZE {
-            batch.flush(conn, &mut counts, on_reject).await?;
-        }
-    }
-    batch.flush(conn, &mut counts, on_reject).await?;
-    Ok(counts)
-}
-
 /// Records of either format, each with the line number it starts on.
-enum Records<R: BufRead> {
+pub enum Records<R: BufRead> {
     Ndjson {
         input: R,
         line: u64,
@@ -273,7 +210,7 @@ enum Records<R: BufRead> {
 }
 
 impl<R: BufRead> Records<R> {
-    fn new(input: R, format: Format) -> anyhow::Result<Self> {
+    pub fn new(input: R, format: Format) -> anyhow::Result<Self> {
         Ok(match format {
             Format::Ndjson => Records::Ndjson {
                 input,
@@ -299,7 +236,7 @@ impl<R: BufRead> Records<R> {
 
     /// The next record and its line; `Ok(None)` at the end; `Err` only when the input itself
     /// cannot be read (a bad record is an `Ok(Some((line, Err(reason))))`).
-    fn next_record(&mut self) -> anyhow::Result<Option<(u64, Result<RawEvent, String>)>> {
+    pub fn next_record(&mut self) -> anyhow::Result<Option<(u64, Result<RawEvent, String>)>> {
         match self {
             Records::Ndjson {
                 input,

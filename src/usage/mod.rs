@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod amount;
+pub mod bulk;
 pub mod event;
 pub mod filter;
 pub mod ingest;

@@ -1,0 +1,47 @@
+-- Moves one staged batch (COPY'd into ingest_staging) into usage_events, in one statement:
+--   staged:   rows whose account exists, the first line of each event id (later lines of the
+--             same id are duplicates), ordered by event id so concurrent loaders lock ledger
+--             entries in the same order;
+--   claimed:  the event ids new to the ledger (the rest were seen before: duplicates);
+--   inserted: those events, into their month's partition;
+--   marked:   every (account, month) they touch, dirty for the rollup (DO UPDATE: see
+--             ingest::mark_dirty for why not DO NOTHING).
+WITH staged AS (
+    SELECT DISTINCT ON (s.event_id) s.*, a.organization_id
+    FROM ingest_staging s
+    JOIN accounts a ON a.id = s.account_id
+    ORDER BY s.event_id, s.line
+),
+claimed AS (
+    INSERT INTO usage_event_ids (event_id, account_id, occurred_at)
+    SELECT event_id, account_id, occurred_at FROM staged
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+),
+inserted AS (
+    INSERT INTO usage_events (event_id, account_id, product_id, aggr_product_id, usage_type,
+                              description, currency, direction, resolution, unit, unit_price,
+                              wallet_name, quantity, occurred_at)
+    SELECT s.event_id, s.account_id, s.product_id, s.aggr_product_id, s.usage_type,
+           s.description, s.currency, s.direction, s.resolution, s.unit, s.unit_price,
+           s.wallet_name, s.quantity, s.occurred_at
+    FROM staged s
+    JOIN claimed c ON c.event_id = s.event_id
+    RETURNING account_id, occurred_at
+),
+months AS (
+    SELECT DISTINCT i.account_id,
+           date_trunc('month', i.occurred_at AT TIME ZONE 'UTC')::date AS month
+    FROM inserted i
+),
+marked AS (
+    INSERT INTO rollup_dirty (account_id, month, organization_id)
+    SELECT m.account_id, m.month, a.organization_id
+    FROM months m
+    JOIN accounts a ON a.id = m.account_id
+    ORDER BY m.account_id, m.month
+    ON CONFLICT (account_id, month) DO UPDATE SET marked_at = rollup_dirty.marked_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted) AS accepted,
+       (SELECT count(*) FROM marked)   AS marked
