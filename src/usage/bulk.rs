@@ -178,13 +178,10 @@ fn parse(
             Ok(Entry::Void(void)) => batch.voids.push((line, void)),
             Err(reason) => batch.rejects.push(Reject { line, reason }),
         }
-        if batch.rows >= BATCH_ROWS
-            || batch.rejects.len() >= BATCH_ROWS
-            || batch.voids.len() >= BATCH_ROWS
-        {
-            if batches.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return Ok(()); // the loader stopped; its error is the one to report
-            }
+        let full = batch.rows.max(batch.rejects.len()).max(batch.voids.len()) >= BATCH_ROWS;
+        // A send fails only when the loader stopped; its error is the one to report.
+        if full && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
+            return Ok(());
         }
     }
     let _ = batches.blocking_send(batch);
