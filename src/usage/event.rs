@@ -190,10 +190,13 @@ impl RawEvent {
         let unit = required("unit", self.unit)?;
         let quantity = decimal("quantity", required("quantity", self.quantity)?)?;
         let unit_price = decimal("unit_price", required("unit_price", self.unit_price)?)?;
-        if quantity
-            .checked_mul(unit_price)
-            .is_none_or(|amount| amount.scale() != quantity.scale() + unit_price.scale())
-        {
+        // rust_decimal rounds a product it cannot hold (its scale drops): refuse the event
+        // rather than store an amount that differs from quantity × unit_price. A zero product
+        // is exact whatever its scale.
+        let exact = |amount: rust_decimal::Decimal| {
+            amount.is_zero() || amount.scale() == quantity.scale() + unit_price.scale()
+        };
+        if !quantity.checked_mul(unit_price).is_some_and(exact) {
             return Err("quantity × unit_price exceeds the supported precision".to_owned());
         }
         let currency = required("currency", self.currency)?;
@@ -362,6 +365,17 @@ mod tests {
         assert_eq!((e.quantity * e.unit_price).to_string(), "19990000.00");
         let sci = GOOD.replace("0.000001", "1.5e2");
         assert_eq!(event(&sci).unwrap().quantity.to_string(), "150");
+    }
+
+    #[test]
+    fn zero_quantities_and_prices_are_fine() {
+        for (q, p) in [("0", "0.0085"), ("0.000", "2"), ("12.5", "0"), ("0", "0")] {
+            let json = GOOD
+                .replace("0.000001", &format!("\"{q}\""))
+                .replace("\"0.0001\"", &format!("\"{p}\""));
+            let e = event(&json).unwrap_or_else(|err| panic!("{q} × {p}: {err}"));
+            assert!((e.quantity * e.unit_price).is_zero());
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod auth;
 mod corrections;
+mod crash;
 mod events;
 mod filters;
 mod ingest;
