@@ -3,7 +3,11 @@ ALTER TABLE organizations DROP COLUMN data_version, DROP COLUMN rolled_up_at;
 DROP TABLE rollup_dirty;
 DROP TABLE usage_voids;
 CREATE TABLE usage_events_unpartitioned (LIKE usage_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-INSERT INTO usage_events_unpartitioned SELECT * FROM usage_events;
+ALTER TABLE usage_events_unpartitioned DROP COLUMN seq;
+INSERT INTO usage_events_unpartitioned
+    SELECT event_id, account_id, product_id, aggr_product_id, usage_type, description, currency,
+           direction, resolution, unit, unit_price, wallet_name, quantity, occurred_at, ingested_at
+    FROM usage_events;
 DROP TABLE usage_events;
 DROP FUNCTION usage_events_ensure_partition(date);
 DROP TABLE usage_event_ids;

@@ -3,8 +3,10 @@
 -- 1. The idempotency ledger: one row per event id ever accepted, whatever its month. A
 --    partitioned table cannot enforce a unique event_id across partitions, so this table does;
 --    it also finds an event's account and month by id (voids).
+--    Its key compares bytes (COLLATE "C"): half the cost of a locale-aware btree at ingest,
+--    and an idempotency key has no need for linguistic order.
 CREATE TABLE usage_event_ids (
-    event_id    text        PRIMARY KEY CHECK (length(event_id) BETWEEN 1 AND 128),
+    event_id    text        COLLATE "C" PRIMARY KEY CHECK (length(event_id) BETWEEN 1 AND 128),
     account_id  text        NOT NULL,
     occurred_at timestamptz NOT NULL
 );
@@ -14,9 +16,12 @@ CREATE TABLE usage_event_ids (
 ALTER TABLE usage_events RENAME TO usage_events_unpartitioned;
 ALTER INDEX usage_events_account_occurred_idx RENAME TO usage_events_unpartitioned_account_idx;
 
+--    No index on event_id (the ledger is the unique one); a cheap identity is the key, and the
+--    one secondary index, by account and time, serves the incremental rollup.
 CREATE TABLE usage_events (
+    seq             bigint      GENERATED ALWAYS AS IDENTITY,
     event_id        text        NOT NULL CHECK (length(event_id) BETWEEN 1 AND 128),
-    account_id      text        NOT NULL,
+    account_id      text        COLLATE "C" NOT NULL,
     product_id      text        NOT NULL,
     aggr_product_id text        NOT NULL,
     usage_type      text        NOT NULL CHECK (usage_type IN ('AMD', 'API_REQUEST', 'CALL',
@@ -36,8 +41,7 @@ CREATE TABLE usage_events (
     quantity        numeric     NOT NULL CHECK (quantity >= 0),
     occurred_at     timestamptz NOT NULL,
     ingested_at     timestamptz NOT NULL DEFAULT now(),
-    -- Unique within a partition (the ledger makes it unique everywhere).
-    PRIMARY KEY (event_id, occurred_at)
+    PRIMARY KEY (seq, occurred_at)
 ) PARTITION BY RANGE (occurred_at);
 -- The incremental rollup recomputes one (account, month) at a time.
 CREATE INDEX usage_events_account_occurred_idx ON usage_events (account_id, occurred_at);
@@ -66,7 +70,13 @@ $$;
 SELECT usage_events_ensure_partition(m::date)
 FROM (SELECT DISTINCT date_trunc('month', occurred_at AT TIME ZONE 'UTC') AS m
       FROM usage_events_unpartitioned) months;
-INSERT INTO usage_events SELECT * FROM usage_events_unpartitioned;
+INSERT INTO usage_events (event_id, account_id, product_id, aggr_product_id, usage_type,
+                          description, currency, direction, resolution, unit, unit_price,
+                          wallet_name, quantity, occurred_at, ingested_at)
+    SELECT event_id, account_id, product_id, aggr_product_id, usage_type, description, currency,
+           direction, resolution, unit, unit_price, wallet_name, quantity, occurred_at,
+           ingested_at
+    FROM usage_events_unpartitioned;
 INSERT INTO usage_event_ids (event_id, account_id, occurred_at)
     SELECT event_id, account_id, occurred_at FROM usage_events_unpartitioned;
 DROP TABLE usage_events_unpartitioned;

@@ -48,7 +48,8 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_events (event_id, occurred_at) {
+    usage_events (seq, occurred_at) {
+        seq -> Int8,
         event_id -> Text,
         account_id -> Text,
         product_id -> Text,

@@ -5,11 +5,12 @@
 //! transaction: a crash loses at most the batch in flight, and running the file again finishes
 //! the job without counting anything twice.
 //!
-//! Memory is bounded by two batches (one parsing, one loading), whatever the file's size.
+//! Memory is bounded by a few batches (one parsing, one per loader), whatever the file's size.
 //! `COPY` is not something diesel offers, so this module talks to Postgres with tokio-postgres.
 
 use std::collections::BTreeSet;
 use std::io::BufRead;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{NaiveDate, SecondsFormat};
@@ -21,6 +22,10 @@ use super::ingest::{self, month_of, Counts, Format, Outcome, Records, Reject};
 
 /// Events per COPY batch (and transaction).
 pub const BATCH_ROWS: usize = 50_000;
+/// Batches loading at once, each on its own connection: Postgres moves a batch on one core, so
+/// two keep both of this machine's cores busy. Ledger keys and dirty marks are locked in sorted
+/// order, so concurrent batches wait for each other rather than deadlock.
+const LOADERS: usize = 2;
 
 const STAGING: &str = "
     CREATE TEMPORARY TABLE IF NOT EXISTS ingest_staging (
@@ -47,70 +52,108 @@ pub async fn load(
     format: Format,
     on_reject: &mut dyn FnMut(Reject),
 ) -> anyhow::Result<Counts> {
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
-    client.batch_execute(STAGING).await?;
-
-    let (sender, mut batches) = mpsc::channel::<Staged>(1);
+    let (sender, batches) = mpsc::channel::<Staged>(LOADERS);
     let parser = std::thread::spawn(move || parse(input, format, sender));
+    let batches = Arc::new(tokio::sync::Mutex::new(batches));
+
+    // Loaders take batches as they come and report back here, where rejects are told in order
+    // of arrival and the counts are summed.
+    let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
+    let mut loaders = Vec::new();
+    for _ in 0..LOADERS {
+        let (client, connection) =
+            tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute(STAGING).await?;
+        loaders.push(tokio::spawn(loader(
+            client,
+            batches.clone(),
+            reports.clone(),
+        )));
+    }
+    drop(reports);
 
     let mut counts = Counts::default();
-    let mut voids_conn = None;
-    let mut client = client;
-    while let Some(batch) = batches.recv().await {
-        for reject in batch.rejects {
-            counts.rejected += 1;
-            on_reject(reject);
+    let mut voids: Vec<(u64, NewVoid)> = Vec::new();
+    while let Some(report) = reported.recv().await {
+        counts.accepted += report.counts.accepted;
+        counts.duplicate += report.counts.duplicate;
+        counts.rejected += report.counts.rejected;
+        report.rejects.into_iter().for_each(&mut *on_reject);
+        voids.extend(report.voids);
+    }
+    for loader in loaders {
+        loader.await??;
+    }
+    parser
+        .join()
+        .map_err(|_| anyhow::anyhow!("the parser thread panicked"))??;
+
+    // Voids last, once every event of the file is in: a void may name any of them.
+    if !voids.is_empty() {
+        let mut conn =
+            <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
+                database_url,
+            )
+            .await?;
+        for chunk in voids.chunks(ingest::BATCH_SIZE) {
+            let entries: Vec<Entry> = chunk.iter().map(|(_, v)| Entry::Void(v.clone())).collect();
+            let outcomes = ingest::insert_entries(&mut conn, &entries, None).await?;
+            for ((line, _), outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Accepted => counts.accepted += 1,
+                    Outcome::Duplicate => counts.duplicate += 1,
+                    Outcome::Rejected(reason) => {
+                        counts.rejected += 1;
+                        on_reject(Reject {
+                            line: *line,
+                            reason,
+                        });
+                    }
+                }
+            }
         }
+    }
+    Ok(counts)
+}
+
+/// What a loader did with one batch.
+struct Report {
+    counts: Counts,
+    rejects: Vec<Reject>,
+    voids: Vec<(u64, NewVoid)>,
+}
+
+/// One loader connection: takes the next parsed batch, loads it, reports, until none is left.
+async fn loader(
+    mut client: tokio_postgres::Client,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Staged>>>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> anyhow::Result<()> {
+    loop {
+        let Some(batch) = batches.lock().await.recv().await else {
+            return Ok(());
+        };
+        let mut report = Report {
+            counts: Counts::default(),
+            rejects: batch.rejects,
+            voids: batch.voids,
+        };
+        report.counts.rejected += report.rejects.len() as u64;
         if batch.rows > 0 {
             load_batch(
                 &mut client,
                 &batch.copy,
                 batch.rows,
                 &batch.months,
-                &mut counts,
-                on_reject,
+                &mut report,
             )
             .await?;
         }
-        if !batch.voids.is_empty() {
-            if voids_conn.is_none() {
-                voids_conn = Some(
-                    <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
-                        database_url,
-                    )
-                    .await?,
-                );
-            }
-            if let Some(conn) = voids_conn.as_mut() {
-                let entries: Vec<Entry> = batch
-                    .voids
-                    .iter()
-                    .map(|(_, v)| Entry::Void(v.clone()))
-                    .collect();
-                let outcomes = ingest::insert_entries(conn, &entries, None).await?;
-                for ((line, _), outcome) in batch.voids.iter().zip(outcomes) {
-                    match outcome {
-                        Outcome::Accepted => counts.accepted += 1,
-                        Outcome::Duplicate => counts.duplicate += 1,
-                        Outcome::Rejected(reason) => {
-                            counts.rejected += 1;
-                            on_reject(Reject {
-                                line: *line,
-                                reason,
-                            });
-                        }
-                    }
-                }
-            }
+        if reports.send(report).is_err() {
+            return Ok(());
         }
     }
-    parser
-        .join()
-        .map_err(|_| anyhow::anyhow!("the parser thread panicked"))??;
-    drop(client);
-    let _ = connection.await;
-    Ok(counts)
 }
 
 /// COPYs one batch into staging and moves it, in one transaction.
@@ -119,8 +162,7 @@ async fn load_batch(
     copy: &[u8],
     rows: usize,
     months: &BTreeSet<NaiveDate>,
-    counts: &mut Counts,
-    on_reject: &mut dyn FnMut(Reject),
+    report: &mut Report,
 ) -> anyhow::Result<()> {
     // Partitions first, outside the batch's transaction: creating one locks the parent table.
     let months: Vec<String> = months.iter().map(|m| m.to_string()).collect();
@@ -131,6 +173,8 @@ async fn load_batch(
         )
         .await?;
     let tx = client.transaction().await?;
+    // Enough memory to sort a batch by event id without spilling to disk.
+    tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
     let sink = tx.copy_in("COPY ingest_staging FROM STDIN").await?;
     futures_util::pin_mut!(sink);
     sink.send(Bytes::copy_from_slice(copy)).await?;
@@ -146,13 +190,13 @@ async fn load_batch(
     tx.commit().await?;
     let accepted = moved.get::<_, i64>("accepted") as u64;
     let rejected = unknown.len() as u64;
-    counts.accepted += accepted;
-    counts.rejected += rejected;
-    counts.duplicate += rows as u64 - accepted - rejected;
+    report.counts.accepted += accepted;
+    report.counts.rejected += rejected;
+    report.counts.duplicate += rows as u64 - accepted - rejected;
     for row in unknown {
         let line: i64 = row.get(0);
         let account: String = row.get(1);
-        on_reject(Reject {
+        report.rejects.push(Reject {
             line: line as u64,
             reason: format!("unknown account '{account}'"),
         });
