@@ -10,7 +10,7 @@
 use std::sync::LazyLock;
 
 use chrono::NaiveDate;
-use diesel::sql_types::{Array, BigInt, Date, Text};
+use diesel::sql_types::{Array, BigInt, Date, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -23,27 +23,18 @@ pub const DEFAULT_BATCH: i64 = 5_000;
 
 static FULL: LazyLock<String> = LazyLock::new(|| {
     include_str!("rollup.sql")
-        .replace("{scope}", "")
-        .replace("{events}", "usage_events e")
+        .replace("{events}", "TRUE")
         .replace("{stale}", "TRUE")
 });
 
-static SCOPED: LazyLock<String> = LazyLock::new(|| {
+/// $1 the dirty accounts, $2 and $3 the month's bounds, $4 the month.
+static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
     include_str!("rollup.sql")
         .replace(
-            "{scope}",
-            "scope AS (SELECT * FROM unnest($1::text[], $2::date[]) AS s(account_id, month)),",
-        )
-        .replace(
             "{events}",
-            "scope s JOIN usage_events e ON e.account_id = s.account_id \
-             AND e.occurred_at >= (s.month::timestamp AT TIME ZONE 'UTC') \
-             AND e.occurred_at < ((s.month + interval '1 month') AT TIME ZONE 'UTC')",
+            "e.account_id = ANY($1::text[]) AND e.occurred_at >= $2 AND e.occurred_at < $3",
         )
-        .replace(
-            "{stale}",
-            "(m.account_id, m.month) IN (SELECT account_id, month FROM scope)",
-        )
+        .replace("{stale}", "m.account_id = ANY($1::text[]) AND m.month = $4")
 });
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
@@ -96,8 +87,9 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
     .await
 }
 
-/// Takes up to `batch` dirty groups no other worker holds and recomputes them. Returns what it
-/// did; `groups == 0` with no marks taken means there was nothing (free) to do.
+/// Takes up to `batch` dirty groups no other worker holds and recomputes them, a month at a
+/// time. Returns how many marks it took and what it did; no marks taken means there was nothing
+/// (free) to do.
 pub async fn run_pending(
     conn: &mut AsyncPgConnection,
     batch: i64,
@@ -117,12 +109,29 @@ pub async fn run_pending(
         if marks.is_empty() {
             return Ok((0, RollupStats::default()));
         }
-        let (accounts, months) = columns(&marks);
-        let stats = diesel::sql_query(SCOPED.as_str())
-            .bind::<Array<Text>, _>(&accounts)
-            .bind::<Array<Date>, _>(&months)
-            .get_result::<RollupStats>(conn)
-            .await?;
+        let mut stats = RollupStats::default();
+        let mut by_month: std::collections::BTreeMap<NaiveDate, Vec<&str>> = Default::default();
+        for mark in &marks {
+            by_month
+                .entry(mark.month)
+                .or_default()
+                .push(mark.account_id.as_str());
+        }
+        for (month, accounts) in by_month {
+            let start = month.and_time(chrono::NaiveTime::MIN).and_utc();
+            let end = month
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(NaiveDate::MAX)
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc();
+            stats += diesel::sql_query(ONE_MONTH.as_str())
+                .bind::<Array<Text>, _>(&accounts)
+                .bind::<Timestamptz, _>(start)
+                .bind::<Timestamptz, _>(end)
+                .bind::<Date, _>(month)
+                .get_result::<RollupStats>(conn)
+                .await?;
+        }
         finish(conn, &marks, false).await?;
         Ok((marks.len(), stats))
     })

@@ -1,8 +1,9 @@
 -- The rollup: recompute monthly aggregates from the raw events and make usage_monthly equal to
 -- them, in one statement (one snapshot of usage_events). One template serves both runs:
---   full:        {scope} is empty, {events} is all of usage_events, {stale} is every row;
---   incremental: {scope} is the dirty (account, month) pairs taken by this worker, {events} only
---                their events (range on the partition key), {stale} only their rows.
+--   full:        {events} is every event, {stale} every row;
+--   incremental: one month at a time, {events} are the events of the dirty accounts ($1) in
+--                that month (bounds $2, $3: a range on the partition key, so the plan touches
+--                one partition, through its (account_id, occurred_at) index), {stale} their rows.
 -- Both compute every aggregate the same way, so a full rebuild gives identical rows and ids.
 --
 -- Group key: (account, product, aggr product, UTC month, type, description, currency,
@@ -12,8 +13,7 @@
 -- The id is the md5 of the group key written as a JSON array (unambiguous: no separator can
 -- collide), shown as a uuid: the same aggregate keeps the same id across every rollup.
 -- Voided events (usage_voids) are left out.
-WITH {scope}
-fresh AS (
+WITH fresh AS (
     SELECT
         md5(jsonb_build_array(
             e.account_id, e.product_id, e.aggr_product_id,
@@ -37,9 +37,10 @@ fresh AS (
         trim_scale(sum(e.quantity))                                 AS number_of_units,
         trim_scale(sum(e.quantity * e.unit_price))                  AS total_amount,
         count(*)                                                    AS event_count
-    FROM {events}
+    FROM usage_events e
     JOIN accounts a ON a.id = e.account_id
-    WHERE NOT EXISTS (SELECT 1 FROM usage_voids v WHERE v.voided_event_id = e.event_id)
+    WHERE {events}
+      AND NOT EXISTS (SELECT 1 FROM usage_voids v WHERE v.voided_event_id = e.event_id)
     GROUP BY a.organization_id, e.account_id, e.product_id, e.aggr_product_id,
              date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), e.usage_type,
              e.description, e.currency, e.direction, e.resolution, e.unit,
