@@ -169,43 +169,16 @@ impl TestApp {
 
     /// GET `path_and_query` with extra headers; the answer is checked against openapi.yaml.
     pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut request = self.client.get(format!("{}{path_and_query}", self.address));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{status} {path_and_query}: not JSON: {text}"));
-        assert!(
-            headers.contains_key("x-request-id"),
-            "no X-Request-Id on {path_and_query}"
-        );
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let request = self.client.get(format!("{}{path_and_query}", self.address));
         let path = path_and_query.split('?').next().unwrap();
-        if status == 200 && path.starts_with("/express/usage/month") {
-            assert_eq!(content_type, "application/hal+json");
-            let schema = if path == "/express/usage/month" {
-                "UsagePage"
-            } else {
-                "UsageRecord"
-            };
-            assert_matches_schema(schema, &body);
-        } else if status >= 400 {
-            assert_eq!(content_type, "application/json");
-            assert_matches_schema("Error", &body);
-        }
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        let success = match path {
+            "/express/usage/month" => Some(("application/hal+json", "UsagePage")),
+            p if p.starts_with("/express/usage/month/") => {
+                Some(("application/hal+json", "UsageRecord"))
+            }
+            _ => None,
+        };
+        send(request, headers, path_and_query, success).await
     }
 
     /// POST `body` to `path` with a bearer token and extra headers; checked against openapi.yaml.
@@ -216,40 +189,18 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<reqwest::Body>,
     ) -> Reply {
-        let mut request = self
+        let request = self
             .client
             .post(format!("{}{path}", self.address))
             .bearer_auth(token)
             .body(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{status} POST {path}: not JSON: {text}"));
-        assert!(
-            headers.contains_key("x-request-id"),
-            "no X-Request-Id on POST {path}"
-        );
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        assert_eq!(content_type, "application/json");
-        if status == 200 {
-            assert_matches_schema("IngestReport", &body);
-        } else {
-            assert_matches_schema("Error", &body);
-        }
-        Reply {
-            status,
+        send(
+            request,
             headers,
-            body,
-            text,
-        }
+            path,
+            Some(("application/json", "IngestReport")),
+        )
+        .await
     }
 
     /// GET with a bearer token.
@@ -303,6 +254,50 @@ impl TestApp {
     /// The full rebuild.
     pub async fn rollup_full(&self) -> rollup::RollupStats {
         rollup::run_full(&mut self.conn().await).await.unwrap()
+    }
+}
+
+/// Sends `request` and reads the reply whole. Every reply must carry X-Request-Id; a 200 must
+/// have the media type and schema of `success` (when given), an error the JSON Error schema.
+async fn send(
+    mut request: reqwest::RequestBuilder,
+    headers: &[(&str, &str)],
+    what: &str,
+    success: Option<(&str, &str)>,
+) -> Reply {
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {what}: not JSON: {text}"));
+    assert!(
+        headers.contains_key("x-request-id"),
+        "no X-Request-Id on {what}"
+    );
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match (status, success) {
+        (200, Some((media_type, schema))) => {
+            assert_eq!(content_type, media_type, "{what}");
+            assert_matches_schema(schema, &body);
+        }
+        (400.., _) => {
+            assert_eq!(content_type, "application/json", "{what}");
+            assert_matches_schema("Error", &body);
+        }
+        _ => {}
+    }
+    Reply {
+        status,
+        headers,
+        body,
+        text,
     }
 }
 
