@@ -68,24 +68,39 @@ pub async fn upsert(conn: &mut AsyncPgConnection, batch: &[NewAccount]) -> Query
         // An account that moved takes its aggregates along at once: the old organization must
         // not go on reading them until the next rollup.
         let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
-        diesel::update(usage_monthly::table)
-            .filter(usage_monthly::account_id.eq_any(&ids))
-            .filter(
-                usage_monthly::organization_id.ne_all(
-                    accounts::table
+        let mut moved: Vec<(String, chrono::NaiveDate, String)> =
+            diesel::update(usage_monthly::table)
+                .filter(usage_monthly::account_id.eq_any(&ids))
+                .filter(
+                    usage_monthly::organization_id.ne_all(
+                        accounts::table
+                            .filter(accounts::id.eq(usage_monthly::account_id))
+                            .select(accounts::organization_id),
+                    ),
+                )
+                .set(
+                    usage_monthly::organization_id.eq(accounts::table
                         .filter(accounts::id.eq(usage_monthly::account_id))
-                        .select(accounts::organization_id),
-                ),
-            )
-            .set(
-                usage_monthly::organization_id.eq(accounts::table
-                    .filter(accounts::id.eq(usage_monthly::account_id))
-                    .select(accounts::organization_id)
-                    .single_value()
-                    .assume_not_null()),
-            )
-            .execute(conn)
-            .await?;
+                        .select(accounts::organization_id)
+                        .single_value()
+                        .assume_not_null()),
+                )
+                .returning((
+                    usage_monthly::account_id,
+                    usage_monthly::month,
+                    usage_monthly::organization_id,
+                ))
+                .get_results(conn)
+                .await?;
+        // And their groups are marked dirty: a rollup running right now may write the old
+        // organization back from its snapshot; the mark makes the next run set it right.
+        moved.sort_unstable();
+        moved.dedup();
+        let keys: Vec<(&str, chrono::NaiveDate, &str)> = moved
+            .iter()
+            .map(|(account, month, org)| (account.as_str(), *month, org.as_str()))
+            .collect();
+        super::ingest::mark_dirty(conn, &keys).await?;
         Ok(changed)
     })
     .await

@@ -20,8 +20,11 @@ use tokio::sync::mpsc;
 use super::event::{Entry, NewEvent, NewVoid, RawEvent};
 use super::ingest::{self, month_of, Counts, Format, Outcome, Records, Reject};
 
-/// Events per COPY batch (and transaction).
+/// Events per COPY batch (and transaction)…
 pub const BATCH_ROWS: usize = 50_000;
+/// …or fewer, when their COPY text reaches this size (long texts would otherwise make batches,
+/// and memory, grow with the records).
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Batches loading at once, each on its own connection: Postgres moves a batch on one core, so
 /// two keep both of this machine's cores busy. Ledger keys and dirty marks are locked in sorted
 /// order, so concurrent batches wait for each other rather than deadlock.
@@ -143,7 +146,7 @@ async fn loader(
         if batch.rows > 0 {
             load_batch(
                 &mut client,
-                &batch.copy,
+                batch.copy,
                 batch.rows,
                 &batch.months,
                 &mut report,
@@ -159,7 +162,7 @@ async fn loader(
 /// COPYs one batch into staging and moves it, in one transaction.
 async fn load_batch(
     client: &mut tokio_postgres::Client,
-    copy: &[u8],
+    copy: Vec<u8>,
     rows: usize,
     months: &BTreeSet<NaiveDate>,
     report: &mut Report,
@@ -177,25 +180,18 @@ async fn load_batch(
     tx.batch_execute("SET LOCAL work_mem = '64MB'").await?;
     let sink = tx.copy_in("COPY ingest_staging FROM STDIN").await?;
     futures_util::pin_mut!(sink);
-    sink.send(Bytes::copy_from_slice(copy)).await?;
+    sink.send(Bytes::from(copy)).await?;
     sink.finish().await?;
-    let unknown = tx
-        .query(
-            "SELECT s.line, s.account_id FROM ingest_staging s \
-             WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = s.account_id) ORDER BY s.line",
-            &[],
-        )
-        .await?;
     let moved = tx.query_one(include_str!("bulk.sql"), &[]).await?;
     tx.commit().await?;
     let accepted = moved.get::<_, i64>("accepted") as u64;
-    let rejected = unknown.len() as u64;
+    let lines: Vec<i64> = moved.get("unknown_lines");
+    let accounts: Vec<String> = moved.get("unknown_accounts");
+    let rejected = lines.len() as u64;
     report.counts.accepted += accepted;
     report.counts.rejected += rejected;
-    report.counts.duplicate += rows as u64 - accepted - rejected;
-    for row in unknown {
-        let line: i64 = row.get(0);
-        let account: String = row.get(1);
+    report.counts.duplicate += (rows as u64).saturating_sub(accepted + rejected);
+    for (line, account) in lines.into_iter().zip(accounts) {
         report.rejects.push(Reject {
             line: line as u64,
             reason: format!("unknown account '{account}'"),
@@ -222,7 +218,8 @@ fn parse(
             Ok(Entry::Void(void)) => batch.voids.push((line, void)),
             Err(reason) => batch.rejects.push(Reject { line, reason }),
         }
-        let full = batch.rows.max(batch.rejects.len()).max(batch.voids.len()) >= BATCH_ROWS;
+        let full = batch.rows.max(batch.rejects.len()).max(batch.voids.len()) >= BATCH_ROWS
+            || batch.copy.len() >= BATCH_BYTES;
         // A send fails only when the loader stopped; its error is the one to report.
         if full && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
             return Ok(());

@@ -6,11 +6,18 @@
 --   inserted: those events, into their month's partition;
 --   marked:   every (account, month) they touch, dirty for the rollup (DO UPDATE: see
 --             ingest::mark_dirty for why not DO NOTHING).
-WITH staged AS (
-    SELECT DISTINCT ON (s.event_id) s.*, a.organization_id
+WITH unknown AS (
+    -- Lines naming no known account: rejected, reported with their line numbers. Part of the
+    -- same statement, so the counts below and this list come from one snapshot.
+    SELECT s.line, s.account_id
+    FROM ingest_staging s
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = s.account_id)
+),
+staged AS (
+    SELECT DISTINCT ON (s.event_id COLLATE "C") s.*, a.organization_id
     FROM ingest_staging s
     JOIN accounts a ON a.id = s.account_id
-    ORDER BY s.event_id, s.line
+    ORDER BY s.event_id COLLATE "C", s.line
 ),
 claimed AS (
     INSERT INTO usage_event_ids (event_id, account_id, occurred_at)
@@ -44,4 +51,7 @@ marked AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted) AS accepted,
-       (SELECT count(*) FROM marked)   AS marked
+       (SELECT count(*) FROM marked)   AS marked,
+       (SELECT count(*) FROM ingest_staging) AS staged,
+       (SELECT coalesce(array_agg(line ORDER BY line), '{}') FROM unknown)       AS unknown_lines,
+       (SELECT coalesce(array_agg(account_id ORDER BY line), '{}') FROM unknown) AS unknown_accounts

@@ -3,7 +3,7 @@
 //!
 //! Numbers are read from their text — a JSON number's own digits, never through `f64`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use diesel::prelude::*;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -283,6 +283,15 @@ fn timestamp(text: &str) -> Result<DateTime<Utc>, String> {
     let at = DateTime::parse_from_rfc3339(text)
         .map_err(|_| format!("occurred_at '{text}' is not an RFC 3339 timestamp"))?
         .with_timezone(&Utc);
+    // A leap second (…:59:60) parses with 1e9+ nanoseconds: Rust would date it in this month
+    // and Postgres in the next. Refuse it; and keep microseconds, the precision Postgres stores,
+    // so that both sides always agree on the month.
+    if at.timestamp_subsec_nanos() >= 1_000_000_000 {
+        return Err(format!("occurred_at '{text}' is a leap second"));
+    }
+    let at = at
+        .with_nanosecond(at.timestamp_subsec_micros() * 1_000)
+        .unwrap_or(at);
     if at < DateTime::UNIX_EPOCH {
         return Err(format!("occurred_at '{text}' is before 1970"));
     }
@@ -414,6 +423,10 @@ mod tests {
                 "invalid JSON: invalid type: integer `5`, expected a string",
             ),
             ("{".to_owned(), "invalid JSON"),
+            (
+                GOOD.replace("2023-08-31T23:59:59.999999Z", "2023-08-31T23:59:60Z"),
+                "occurred_at '2023-08-31T23:59:60Z' is a leap second",
+            ),
             (
                 GOOD.replace("\"p\"", "\"p\\u0000\""),
                 "product_id contains a NUL character",

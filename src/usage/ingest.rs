@@ -79,6 +79,35 @@ pub async fn insert_events_in(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],
 ) -> QueryResult<Vec<Outcome>> {
+    let (outcomes, dirty) = store_events(conn, events, None).await?;
+    mark_dirty_keys(conn, dirty).await?;
+    Ok(outcomes)
+}
+
+/// A dirty (account, month) and the account's organization.
+type DirtyKey = (String, NaiveDate, String);
+
+/// Marks the keys dirty, sorted and once each: every transaction takes marks in the same order,
+/// so concurrent ones wait for each other instead of deadlocking.
+async fn mark_dirty_keys(conn: &mut AsyncPgConnection, mut keys: Vec<DirtyKey>) -> QueryResult<()> {
+    keys.sort_unstable();
+    keys.dedup();
+    let keys: Vec<(&str, NaiveDate, &str)> = keys
+        .iter()
+        .map(|(account, month, org)| (account.as_str(), *month, org.as_str()))
+        .collect();
+    mark_dirty(conn, &keys).await
+}
+
+/// Stores events and answers for each, with the (account, month) keys they made dirty (not yet
+/// marked). With `organization`, accounts of any other organization count as unknown: the
+/// caller checked ownership before its transaction, and this holds even if an account moved
+/// since.
+async fn store_events(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent],
+    organization: Option<&str>,
+) -> QueryResult<(Vec<Outcome>, Vec<DirtyKey>)> {
     let mut ids: Vec<&str> = events.iter().map(|e| e.account_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -88,6 +117,7 @@ pub async fn insert_events_in(
         .load::<(String, String)>(conn)
         .await?
         .into_iter()
+        .filter(|(_, owner)| organization.is_none_or(|org| org == owner))
         .collect();
     // The first occurrence of each id in the batch is the candidate; later ones are duplicates.
     // Sorted by event id so that concurrent batches lock ledger entries in the same order.
@@ -132,22 +162,19 @@ pub async fn insert_events_in(
         inserted.extend(new);
     }
 
-    let mut dirty: Vec<(&str, NaiveDate, &str)> = candidates
+    let dirty: Vec<DirtyKey> = candidates
         .iter()
         .filter(|e| inserted.contains(&e.event_id))
         .map(|e| {
             (
-                e.account_id.as_str(),
+                e.account_id.clone(),
                 month_of(e),
-                owners[&e.account_id].as_str(),
+                owners[&e.account_id].clone(),
             )
         })
         .collect();
-    dirty.sort_unstable();
-    dirty.dedup();
-    mark_dirty(conn, &dirty).await?;
 
-    Ok(events
+    let outcomes = events
         .iter()
         .map(|event| {
             if !owners.contains_key(&event.account_id) {
@@ -158,7 +185,8 @@ pub async fn insert_events_in(
                 Outcome::Duplicate
             }
         })
-        .collect())
+        .collect();
+    Ok((outcomes, dirty))
 }
 
 /// The UTC month (its first day) of an event.
@@ -381,21 +409,21 @@ pub async fn insert_entries_in(
     entries: &[Entry],
     organization: Option<&str>,
 ) -> QueryResult<Vec<Outcome>> {
-    let events: Vec<NewEvent> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Event(event) => Some(event.clone()),
-            Entry::Void(_) => None,
-        })
-        .collect();
-    let mut event_outcomes = insert_events_in(conn, &events).await?.into_iter();
+    let events = events_of(entries);
+    let (event_outcomes, mut dirty) = store_events(conn, &events, organization).await?;
+    let mut event_outcomes = event_outcomes.into_iter();
     let mut outcomes = Vec::with_capacity(entries.len());
     for entry in entries {
         outcomes.push(match entry {
             Entry::Event(_) => event_outcomes.next().unwrap_or(Outcome::Duplicate),
-            Entry::Void(void) => insert_void(conn, void, organization).await?,
+            Entry::Void(void) => {
+                let (outcome, key) = insert_void(conn, void, organization).await?;
+                dirty.extend(key);
+                outcome
+            }
         });
     }
+    mark_dirty_keys(conn, dirty).await?;
     Ok(outcomes)
 }
 
@@ -428,7 +456,7 @@ async fn insert_void(
     conn: &mut AsyncPgConnection,
     void: &NewVoid,
     organization: Option<&str>,
-) -> QueryResult<Outcome> {
+) -> QueryResult<(Outcome, Option<DirtyKey>)> {
     let seen: Option<String> = usage_event_ids::table
         .find(&void.event_id)
         .select(usage_event_ids::event_id)
@@ -436,7 +464,7 @@ async fn insert_void(
         .await
         .optional()?;
     if seen.is_some() {
-        return Ok(Outcome::Duplicate);
+        return Ok((Outcome::Duplicate, None));
     }
     let unknown = || Outcome::Rejected(format!("unknown event '{}'", void.voids));
     let target: Option<(String, DateTime<Utc>, String)> = usage_event_ids::table
@@ -451,10 +479,10 @@ async fn insert_void(
         .await
         .optional()?;
     let Some((account_id, occurred_at, owner)) = target else {
-        return Ok(unknown());
+        return Ok((unknown(), None));
     };
     if organization.is_some_and(|org| org != owner) {
-        return Ok(unknown());
+        return Ok((unknown(), None));
     }
     let is_void: i64 = usage_voids::table
         .filter(usage_voids::event_id.eq(&void.voids))
@@ -462,10 +490,8 @@ async fn insert_void(
         .get_result(conn)
         .await?;
     if is_void > 0 {
-        return Ok(Outcome::Rejected(format!(
-            "'{}' is a void; it cannot be voided",
-            void.voids
-        )));
+        let reason = format!("'{}' is a void; it cannot be voided", void.voids);
+        return Ok((Outcome::Rejected(reason), None));
     }
     let month = Month::from_date(occurred_at.date_naive()).first_day();
     let stored = diesel::insert_into(usage_voids::table)
@@ -479,10 +505,8 @@ async fn insert_void(
         .execute(conn)
         .await?;
     if stored == 0 {
-        return Ok(Outcome::Rejected(format!(
-            "event '{}' is already voided",
-            void.voids
-        )));
+        let reason = format!("event '{}' is already voided", void.voids);
+        return Ok((Outcome::Rejected(reason), None));
     }
     diesel::insert_into(usage_event_ids::table)
         .values((
@@ -492,6 +516,5 @@ async fn insert_void(
         ))
         .execute(conn)
         .await?;
-    mark_dirty(conn, &[(account_id.as_str(), month, owner.as_str())]).await?;
-    Ok(Outcome::Accepted)
+    Ok((Outcome::Accepted, Some((account_id, month, owner))))
 }

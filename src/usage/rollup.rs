@@ -70,12 +70,16 @@ struct Mark {
 /// meanwhile stay for the next incremental run).
 pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
     conn.transaction(async |conn| {
+        unbounded(conn).await?;
         diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
             .bind::<BigInt, _>(ROLLUP_LOCK)
             .execute(conn)
             .await?;
         let marks: Vec<Mark> =
-            diesel::sql_query("SELECT account_id, month FROM rollup_dirty FOR UPDATE")
+            // Sorted, as ingest takes them: a different order could deadlock with an ingest.
+            diesel::sql_query(
+                "SELECT account_id, month FROM rollup_dirty ORDER BY account_id, month FOR UPDATE",
+            )
                 .load(conn)
                 .await?;
         let stats = diesel::sql_query(FULL.as_str())
@@ -95,6 +99,7 @@ pub async fn run_pending(
     batch: i64,
 ) -> diesel::QueryResult<(usize, RollupStats)> {
     conn.transaction(async |conn| {
+        unbounded(conn).await?;
         diesel::sql_query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind::<BigInt, _>(ROLLUP_LOCK)
             .execute(conn)
@@ -150,6 +155,15 @@ pub async fn run_until_clean(conn: &mut AsyncPgConnection) -> diesel::QueryResul
     }
 }
 
+/// A rollup may take longer than the API's statement timeout (a backfilled month, a full
+/// rebuild); a timeout would make the worker fail on the same marks forever.
+async fn unbounded(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    diesel::sql_query("SET LOCAL statement_timeout = 0")
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 fn columns(marks: &[Mark]) -> (Vec<&str>, Vec<NaiveDate>) {
     marks
         .iter()
@@ -184,6 +198,16 @@ async fn finish(
     Ok(())
 }
 
+/// Creates this month's and next month's partitions ahead of the events: creating one locks
+/// the parent table, better done by the worker than in the middle of an ingest.
+async fn prepare_months(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
+    let this = super::model::Month::from_date(chrono::Utc::now().date_naive()).first_day();
+    let next = this
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(this);
+    super::partitions::ensure(conn, &[this, next]).await
+}
+
 /// The server's rollup worker: runs incremental batches whenever woken (an ingest just
 /// committed) or every `interval`, forever. Errors are logged and retried on the next tick.
 pub async fn run_forever(
@@ -193,7 +217,12 @@ pub async fn run_forever(
 ) {
     loop {
         match crate::db::pool::connection(&pool).await {
-            Ok(mut conn) => match run_until_clean(&mut conn).await {
+            Ok(mut conn) => match async {
+                prepare_months(&mut conn).await?;
+                run_until_clean(&mut conn).await
+            }
+            .await
+            {
                 Ok(stats) if stats.groups > 0 || stats.removed > 0 => {
                     tracing::info!(
                         groups = stats.groups,
