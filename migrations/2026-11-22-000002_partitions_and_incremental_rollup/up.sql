@@ -47,6 +47,10 @@ CREATE TABLE usage_events (
 CREATE INDEX usage_events_account_occurred_idx ON usage_events (account_id, occurred_at);
 
 -- Creates the partition holding `month` (any date in it) unless it exists; safe to race.
+-- A standalone table then ATTACH PARTITION: attaching takes SHARE UPDATE EXCLUSIVE on the
+-- parent, which does not wait for (or block) reads and inserts, where CREATE TABLE … PARTITION OF
+-- would take ACCESS EXCLUSIVE and stall every query on usage_events behind any running one.
+-- Attaching builds the parent's indexes on the new, empty table.
 CREATE FUNCTION usage_events_ensure_partition(month date) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -57,7 +61,9 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE format(
-        'CREATE TABLE IF NOT EXISTS %I PARTITION OF usage_events FOR VALUES FROM (%L) TO (%L)',
+        'CREATE TABLE %I (LIKE usage_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+    EXECUTE format(
+        'ALTER TABLE usage_events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
         name,
         first::text || ' 00:00:00+00',
         (first + interval '1 month')::date::text || ' 00:00:00+00');

@@ -60,7 +60,8 @@ pub async fn insert_events(
 }
 
 /// Creates the partitions `events` need, each in its own short statement: creating a partition
-/// locks the parent table, which must not last as long as an ingest transaction.
+/// locks the parent table (lightly: see `partitions`), a lock that should not last as long as an
+/// ingest transaction.
 pub async fn ensure_partitions(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],

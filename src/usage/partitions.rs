@@ -1,4 +1,6 @@
-//! Monthly partitions of `usage_events`, created on demand before events are written to them.
+//! Monthly partitions of `usage_events`, created on demand before events are written to them
+//! (by `usage_events_ensure_partition`, migration 2: a standalone table attached to the parent,
+//! which does not stall queries on usage_events the way `CREATE TABLE … PARTITION OF` would).
 
 use chrono::NaiveDate;
 use diesel::sql_types::{Array, Date};

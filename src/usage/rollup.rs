@@ -198,8 +198,8 @@ async fn finish(
     Ok(())
 }
 
-/// Creates this month's and next month's partitions ahead of the events: creating one locks
-/// the parent table, better done by the worker than in the middle of an ingest.
+/// Creates this month's and next month's partitions ahead of the events, so that ingest rarely
+/// has to.
 async fn prepare_months(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
     let this = super::model::Month::from_date(chrono::Utc::now().date_naive()).first_day();
     let next = this
