@@ -121,10 +121,7 @@ async fn concurrent_workers_and_ingest_never_double_count() {
         let chunk = chunk.to_vec();
         let url = app.db.url.clone();
         async move {
-            let mut conn =
-                <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url)
-                    .await
-                    .unwrap();
+            let mut conn = crate::support::db::connect(&url).await;
             usage_api::usage::ingest::insert_events(&mut conn, &chunk)
                 .await
                 .unwrap();
@@ -133,10 +130,7 @@ async fn concurrent_workers_and_ingest_never_double_count() {
     let workers = (0..3).map(|_| {
         let url = app.db.url.clone();
         async move {
-            let mut conn =
-                <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url)
-                    .await
-                    .unwrap();
+            let mut conn = crate::support::db::connect(&url).await;
             for _ in 0..20 {
                 rollup::run_pending(&mut conn, 7).await.unwrap();
             }

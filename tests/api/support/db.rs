@@ -44,6 +44,13 @@ pub fn test_database_url() -> &'static str {
     })
 }
 
+/// A connection to `url` (a test schema's), for tasks that cannot borrow the TestDb.
+pub async fn connect(url: &str) -> AsyncPgConnection {
+    AsyncPgConnection::establish(url)
+        .await
+        .expect("connect to the test schema")
+}
+
 pub struct TestDb {
     /// URL whose connections see only this test's schema.
     pub url: String,
@@ -72,9 +79,7 @@ impl TestDb {
     }
 
     pub async fn conn(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url)
-            .await
-            .expect("connect to the test schema")
+        connect(&self.url).await
     }
 }
 
