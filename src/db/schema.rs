@@ -40,6 +40,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    signing_keys (name) {
+        name -> Text,
+        secret -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     usage_event_ids (event_id) {
         event_id -> Text,
         account_id -> Text,
@@ -108,6 +116,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     organizations,
     rollup_dirty,
+    signing_keys,
     usage_event_ids,
     usage_events,
     usage_monthly,

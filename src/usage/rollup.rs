@@ -171,8 +171,9 @@ fn columns(marks: &[Mark]) -> (Vec<&str>, Vec<NaiveDate>) {
         .unzip()
 }
 
-/// Deletes the marks this run took and bumps the data version of the organizations concerned
-/// (all of them after a full rebuild).
+/// Deletes the marks this run took and records when the organizations concerned (all of them
+/// after a full rebuild) were last rolled up. Their data version moves by itself: triggers on
+/// usage_monthly bump it whenever a row changes (migration 3).
 async fn finish(
     conn: &mut AsyncPgConnection,
     marks: &[Mark],
@@ -188,8 +189,11 @@ async fn finish(
     .execute(conn)
     .await?;
     diesel::sql_query(
-        "UPDATE organizations SET data_version = data_version + 1, rolled_up_at = now() \
-         WHERE $2 OR id IN (SELECT organization_id FROM accounts WHERE id = ANY($1))",
+        "UPDATE organizations o SET rolled_up_at = now() \
+         FROM (SELECT id FROM organizations \
+               WHERE $2 OR id IN (SELECT organization_id FROM accounts WHERE id = ANY($1)) \
+               ORDER BY id FOR UPDATE) locked \
+         WHERE o.id = locked.id",
     )
     .bind::<Array<Text>, _>(&accounts)
     .bind::<diesel::sql_types::Bool, _>(all)
