@@ -5,19 +5,41 @@
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use quick_cache::sync::Cache;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
-use super::jwks::JwksCache;
+use std::sync::Arc;
+
+use super::jwks::{JwksCache, VerificationKey};
 use super::principal::Principal;
 use crate::config::AuthConfig;
 
 /// Longest token we even look at.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Tokens remembered after verification (a few hundred bytes each).
+const VERIFIED_TOKENS: usize = 10_000;
+
 pub struct Verifier {
     config: AuthConfig,
     jwks: Option<JwksCache>,
     dev_key: Option<DecodingKey>,
+    /// Verified tokens by SHA-256, with their principal and `exp`: a client repeating its token
+    /// costs one hash, not a signature check. An entry is used only until the token expires
+    /// (with the same leeway as verification); bounded, least useful entries go first.
+    verified: Cache<[u8; 32], Verified>,
+}
+
+/// A token that passed, as remembered.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    exp: i64,
+    /// The JWKS key that verified it (`None`: the development secret). The token is taken from
+    /// memory only while the issuer's current key set still holds this very key, so a retired
+    /// or rotated key stops its tokens as soon as the set is refreshed.
+    key: Option<(Option<String>, Arc<VerificationKey>)>,
 }
 
 impl Verifier {
@@ -39,6 +61,7 @@ impl Verifier {
             config,
             jwks,
             dev_key,
+            verified: Cache::new(VERIFIED_TOKENS),
         })
     }
 
@@ -46,22 +69,55 @@ impl Verifier {
         &self.config
     }
 
-    /// Verifies `token` and returns who it speaks for, or the reason it is refused.
+    /// Verifies `token` and returns who it speaks for, or the reason it is refused. A token
+    /// verified before and not yet expired is answered from memory.
     pub async fn verify(&self, token: &str) -> Result<Principal, String> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err("the token is too large".to_owned());
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.config.leeway.as_secs()).unwrap_or(i64::MAX);
+        if let Some(known) = self.verified.get(&digest) {
+            if now <= known.exp.saturating_add(leeway) && self.key_still_current(&known).await {
+                return Ok(known.principal);
+            }
+        }
+        let (verified, exp) = self.verify_signed(token).await?;
+        if let Some(exp) = exp {
+            self.verified.insert(
+                digest,
+                Verified {
+                    exp,
+                    ..verified.clone()
+                },
+            );
+        }
+        Ok(verified.principal)
+    }
+
+    async fn key_still_current(&self, known: &Verified) -> bool {
+        match (&known.key, &self.jwks) {
+            (None, _) => self.dev_key.is_some(),
+            (Some((kid, key)), Some(jwks)) => jwks
+                .key(kid.as_deref())
+                .await
+                .is_some_and(|current| Arc::ptr_eq(&current, key)),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The full check: signature, algorithm, claims. Returns the principal and the token's
+    /// `exp` when it is a whole number of seconds.
+    async fn verify_signed(&self, token: &str) -> Result<(Verified, Option<i64>), String> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| "the token is malformed or uses an unsupported algorithm".to_owned())?;
         let algorithm = header.alg;
-        let dev_key;
-        let jwks_key;
+        let mut jwks_key: Option<Arc<VerificationKey>> = None;
         let key: &DecodingKey = if algorithm == Algorithm::HS256 {
-            dev_key = self
-                .dev_key
+            self.dev_key
                 .as_ref()
-                .ok_or_else(|| "the algorithm HS256 is not accepted".to_owned())?;
-            dev_key
+                .ok_or_else(|| "the algorithm HS256 is not accepted".to_owned())?
         } else {
             if !self.config.algorithms.contains(&algorithm) {
                 return Err(format!("the algorithm {algorithm:?} is not accepted"));
@@ -70,20 +126,27 @@ impl Verifier {
                 .jwks
                 .as_ref()
                 .ok_or_else(|| format!("the algorithm {algorithm:?} is not accepted"))?;
-            jwks_key = jwks
-                .key(header.kid.as_deref())
-                .await
-                .ok_or_else(|| "the token's signing key is unknown".to_owned())?;
-            if !jwks_key.algorithms.contains(&algorithm) {
+            let found = jwks_key.insert(
+                jwks.key(header.kid.as_deref())
+                    .await
+                    .ok_or_else(|| "the token's signing key is unknown".to_owned())?,
+            );
+            if !found.algorithms.contains(&algorithm) {
                 return Err("the token's algorithm does not match its key".to_owned());
             }
-            &jwks_key.key
+            &found.key
         };
         let claims =
             jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation(algorithm))
                 .map_err(|err| reason(err.kind()))?
                 .claims;
-        self.principal(&claims)
+        let exp = claims.get("exp").and_then(Value::as_i64);
+        let verified = Verified {
+            principal: self.principal(&claims)?,
+            exp: exp.unwrap_or(0),
+            key: jwks_key.map(|key| (header.kid.clone(), key)),
+        };
+        Ok((verified, exp))
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {
