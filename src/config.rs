@@ -30,6 +30,10 @@ pub struct DatabaseArgs {
     /// Postgres connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
+    /// A read replica for the read API (`GET /express/usage/month…`); the server only. Ingest,
+    /// migrations and the rollup always use DATABASE_URL.
+    #[arg(long, env = "DATABASE_READ_URL")]
+    pub database_read_url: Option<String>,
     /// Connections in the server's pool.
     #[arg(long, env = "USAGE_API_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub db_pool_size: u16,

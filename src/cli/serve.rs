@@ -28,18 +28,23 @@ pub struct ServeArgs {
     pub no_migrate: bool,
 }
 
-/// Builds the shared state: pool, token verifier, public URL.
+/// Builds the shared state: pools, token verifier, public URL.
 pub fn state(
     db: &DatabaseArgs,
     http: &HttpArgs,
     auth: &AuthArgs,
 ) -> anyhow::Result<web::Data<AppState>> {
-    Ok(web::Data::new(AppState {
-        pool: pool::build(&db.database_url, &db.pool_options())?,
-        verifier: Verifier::new(auth.config()?)?,
-        public_url: http.public_url()?,
-        rollup_wake: Default::default(),
-    }))
+    let mut state = AppState::new(
+        pool::build(&db.database_url, &db.pool_options())?,
+        Verifier::new(auth.config()?)?,
+        http.public_url()?,
+    );
+    state.read_pool = db
+        .database_read_url
+        .as_deref()
+        .map(|url| pool::build(url, &db.pool_options()))
+        .transpose()?;
+    Ok(web::Data::new(state))
 }
 
 /// Starts the background rollup worker unless disabled (interval 0).

@@ -139,6 +139,13 @@ pub struct LinkParams<'a> {
     pub order_by: Option<&'a str>,
 }
 
+/// The position tokens of the `prev` and `next` links, when the page has them.
+#[derive(Debug, Clone, Default)]
+pub struct Cursors {
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
 impl LinkParams<'_> {
     fn page_href(&self, page: i64) -> String {
         let mut href = format!(
@@ -155,6 +162,17 @@ impl LinkParams<'_> {
         }
         href
     }
+
+    /// A page link that also carries a position token (last, so that the link otherwise reads
+    /// exactly like a plain page link).
+    fn seek_href(&self, page: i64, cursor: Option<&str>) -> String {
+        let mut href = self.page_href(page);
+        if let Some(cursor) = cursor {
+            href.push_str("&cursor=");
+            href.extend(utf8_percent_encode(cursor, QUERY_VALUE));
+        }
+        href
+    }
 }
 
 impl UsagePage {
@@ -167,6 +185,7 @@ impl UsagePage {
         page: u32,
         as_of: chrono::DateTime<chrono::Utc>,
         links: &LinkParams,
+        cursors: Cursors,
     ) -> Self {
         let per_page = i64::from(links.per_page);
         let total_pages = (total + per_page - 1) / per_page;
@@ -184,8 +203,14 @@ impl UsagePage {
                 self_: Link::to(links.page_href(current)),
                 first: Link::to(links.page_href(1)),
                 last: Link::to(links.page_href(last)),
-                prev: (current > 1).then(|| Link::to(links.page_href((current - 1).min(last)))),
-                next: (current < total_pages).then(|| Link::to(links.page_href(current + 1))),
+                // Past the end, prev is the last page, which is read backwards from the end.
+                prev: (current > 1).then(|| {
+                    let page = (current - 1).min(last);
+                    let cursor = cursors.prev.as_deref().filter(|_| page == current - 1);
+                    Link::to(links.seek_href(page, cursor))
+                }),
+                next: (current < total_pages)
+                    .then(|| Link::to(links.seek_href(current + 1, cursors.next.as_deref()))),
                 show: Link {
                     href: format!("{}{LIST_PATH}/{{id}}", links.base_url),
                     templated: true,
@@ -207,7 +232,14 @@ mod tests {
             filter: Some("month eq '2023-08' and wallet_name eq 'a&b'"),
             order_by: Some("month:desc"),
         };
-        let page = UsagePage::new(Vec::new(), 5, 2, chrono::Utc::now(), &params);
+        let page = UsagePage::new(
+            Vec::new(),
+            5,
+            2,
+            chrono::Utc::now(),
+            &params,
+            Cursors::default(),
+        );
         assert_eq!(page.total_pages, 3);
         let next = page._links.next.unwrap().href;
         assert_eq!(

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, handlers, HAL shapes, and the middleware every response passes.
 
+pub mod cursor;
 pub mod events;
 pub mod hal;
 pub mod health;

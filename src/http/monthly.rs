@@ -1,32 +1,39 @@
 //! `GET /express/usage/month` and `GET /express/usage/month/{id}`: extract, authorize, call one
 //! `usage::` function, shape the HAL answer.
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::hal::{LinkParams, UsagePage, UsageRecord, HAL_JSON};
+use super::cursor;
+use super::hal::{Cursors, LinkParams, UsagePage, UsageRecord, HAL_JSON};
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
 use crate::db::pool;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::page::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
-use crate::usage::{accounts, filter, monthly};
+use crate::usage::seek::{self, Side};
+use crate::usage::{filter, monthly};
 
 /// The list's query string, parsed and checked.
 struct ListParams {
     query: monthly::ListQuery,
     filter_text: Option<String>,
     order_by_text: Option<String>,
+    /// A position token from a `next` or `prev` link, checked once the key is at hand.
+    cursor: Option<String>,
 }
 
 impl ListParams {
     /// Parses the known parameters (unknown ones are ignored); every malformed one is named.
     fn parse(query_string: &str) -> ApiResult<Self> {
-        let mut raw: [(&str, Option<String>); 4] = [
+        let mut raw: [(&str, Option<String>); 5] = [
             ("page", None),
             ("per_page", None),
             ("filter", None),
             ("order_by", None),
+            ("cursor", None),
         ];
         let mut errors = Vec::new();
         for (name, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
@@ -37,7 +44,16 @@ impl ListParams {
                 slot.1 = Some(value.into_owned());
             }
         }
-        let [(_, page), (_, per_page), (_, filter_text), (_, order_by_text)] = raw;
+        let [(_, page), (_, per_page), (_, filter_text), (_, order_by_text), (_, cursor)] = raw;
+        if cursor
+            .as_ref()
+            .is_some_and(|c| c.len() > cursor::MAX_CURSOR_BYTES)
+        {
+            errors.push(FieldError::new(
+                "cursor",
+                format!("is longer than {} characters", cursor::MAX_CURSOR_BYTES),
+            ));
+        }
         let mut number = |name: &str, text: Option<String>, max: u32, default: u32| match text {
             None => default,
             Some(text) => page::parse_bounded(&text, 1, max).unwrap_or_else(|message| {
@@ -72,6 +88,7 @@ impl ListParams {
             },
             filter_text: filter_text.filter(|f| !f.trim().is_empty()),
             order_by_text: order_by_text.filter(|o| !o.trim().is_empty()),
+            cursor,
         })
     }
 }
@@ -79,6 +96,89 @@ impl ListParams {
 fn hal(body: &impl serde::Serialize) -> ApiResult<HttpResponse> {
     let json = serde_json::to_string(body).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().content_type(HAL_JSON).body(json))
+}
+
+impl ListParams {
+    fn binding<'a>(&'a self, organization_id: &'a str) -> cursor::Binding<'a> {
+        cursor::Binding {
+            organization_id,
+            per_page: self.query.per_page,
+            filter: self.filter_text.as_deref(),
+            order_by: self.order_by_text.as_deref(),
+        }
+    }
+
+    /// The position the request's `cursor` names, when it has one.
+    fn seek(&self, key: &[u8], organization_id: &str) -> ApiResult<Option<monthly::Seek>> {
+        let Some(text) = &self.cursor else {
+            return Ok(None);
+        };
+        let token = cursor::decode(key, &self.binding(organization_id), text)
+            .map_err(|message| ApiError::invalid("cursor", message))?;
+        if token.page != self.query.page || !seek::fits(&token.position, &self.query.order) {
+            return Err(ApiError::invalid(
+                "cursor",
+                format!(
+                    "leads to page {}, not page {}; drop it to read the page by its number",
+                    token.page, self.query.page
+                ),
+            ));
+        }
+        Ok(Some(monthly::Seek {
+            data_version: token.data_version,
+            side: token.side,
+            position: token.position,
+        }))
+    }
+
+    /// A strong validator of the whole body: it is determined by the organization, the data
+    /// version and freshness it shows, the request's own parameters (as the links repeat them)
+    /// and the public URL. The position token is not part of it: it changes how the page is
+    /// read, never what it holds.
+    fn etag(&self, organization_id: &str, version: &monthly::Version, base_url: &str) -> String {
+        let mut hash = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        part(b"usage list v1");
+        part(organization_id.as_bytes());
+        part(&version.data_version.to_le_bytes());
+        part(&version.as_of.timestamp_micros().to_le_bytes());
+        part(&self.query.page.to_le_bytes());
+        part(&self.query.per_page.to_le_bytes());
+        for text in [&self.filter_text, &self.order_by_text] {
+            part(text.as_deref().map_or(b"\xff".as_slice(), str::as_bytes));
+        }
+        part(base_url.as_bytes());
+        let digest = hash.finalize();
+        let mut tag = String::with_capacity(34);
+        tag.push('"');
+        for byte in &digest[..16] {
+            tag.push_str(&format!("{byte:02x}"));
+        }
+        tag.push('"');
+        tag
+    }
+}
+
+/// Whether an `If-None-Match` header lists `tag` (weak comparison, RFC 9110 §13.1.2) or `*`.
+fn none_match(req: &HttpRequest, tag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+}
+
+/// The headers every list answer (200 or 304) carries: the body differs per caller and may
+/// change with any rollup, so shared caches must not keep it and private ones must revalidate.
+fn validators(response: &mut actix_web::HttpResponseBuilder, tag: &str) {
+    response
+        .insert_header((header::ETAG, tag.to_owned()))
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .insert_header((header::VARY, "Authorization"));
 }
 
 pub async fn list(
@@ -89,17 +189,48 @@ pub async fn list(
     principal.require(READ_SCOPE)?;
     let params = ListParams::parse(req.query_string())?;
     let organization = principal.organization_id.as_str();
-    let mut conn = pool::connection(&state.pool).await?;
-    if let Some(filter) = &params.query.filter {
-        let foreign =
-            accounts::foreign_accounts(&mut conn, organization, &filter.account_ids()).await?;
+    let base_url = state.public_url.as_str();
+    let mut conn = pool::connection(state.reads()).await?;
+    let key = state.cursor_key(&mut conn).await?;
+    let seek = params.seek(key, organization)?;
+    let filter = params.query.filter.as_ref();
+    if req.headers().contains_key(header::IF_NONE_MATCH) {
+        // A revalidation reads only the organization's version (and, once per version, its
+        // accounts): never usage_monthly.
+        let version = monthly::version(&mut conn, organization).await?;
+        let foreign = monthly::foreign_accounts(
+            &mut conn,
+            organization,
+            Some(version.data_version),
+            filter,
+            &state.read_cache,
+        )
+        .await?;
         if !foreign.is_empty() {
             return Err(ApiError::ForbiddenAccounts(foreign));
         }
+        let tag = params.etag(organization, &version, base_url);
+        if none_match(&req, &tag) {
+            let mut response = HttpResponse::NotModified();
+            validators(&mut response, &tag);
+            return Ok(response.finish());
+        }
     }
-    let found = monthly::list(&mut conn, organization, &params.query).await?;
+    let listed = monthly::list(
+        &mut conn,
+        organization,
+        &params.query,
+        seek.as_ref(),
+        &state.read_cache,
+    )
+    .await?;
     drop(conn);
-    let base_url = state.public_url.as_str();
+    let found = match listed {
+        monthly::Listed::Forbidden(foreign) => return Err(ApiError::ForbiddenAccounts(foreign)),
+        monthly::Listed::Page(found, _) => found,
+    };
+    let cursors = cursors(&params, organization, key, &found);
+    let tag = params.etag(organization, &found.version, base_url);
     let records = found
         .rows
         .into_iter()
@@ -111,13 +242,41 @@ pub async fn list(
         filter: params.filter_text.as_deref(),
         order_by: params.order_by_text.as_deref(),
     };
-    hal(&UsagePage::new(
+    let body = UsagePage::new(
         records,
         found.total,
         params.query.page,
-        found.as_of,
+        found.version.as_of,
         &links,
-    ))
+        cursors,
+    );
+    let json = serde_json::to_string(&body).map_err(ApiError::internal)?;
+    let mut response = HttpResponse::Ok();
+    validators(&mut response, &tag);
+    Ok(response.content_type(HAL_JSON).body(json))
+}
+
+/// Position tokens for the links out of this page: `next` starts after its last row, `prev`
+/// ends before its first. None for a page past the end (its `prev` is the last page, read from
+/// the end anyway).
+fn cursors(params: &ListParams, organization: &str, key: &[u8], found: &monthly::Page) -> Cursors {
+    let page = params.query.page;
+    let per_page = i64::from(params.query.per_page);
+    let total_pages = (found.total + per_page - 1) / per_page;
+    let binding = params.binding(organization);
+    let token = |row: Option<&monthly::MonthlyRow>, page: u32, side: Side| {
+        let position = seek::position(row?, &params.query.order)?;
+        let token = cursor::Token::new(found.version.data_version, page, side, position);
+        cursor::encode(key, &binding, &token)
+    };
+    Cursors {
+        prev: (page > 1)
+            .then(|| token(found.rows.first(), page - 1, Side::Before))
+            .flatten(),
+        next: (i64::from(page) < total_pages)
+            .then(|| token(found.rows.last(), page + 1, Side::After))
+            .flatten(),
+    }
 }
 
 pub async fn show(
@@ -134,7 +293,7 @@ pub async fn show(
         ));
     }
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "not a valid id"))?;
-    let mut conn = pool::connection(&state.pool).await?;
+    let mut conn = pool::connection(state.reads()).await?;
     let row = monthly::find(&mut conn, &principal.organization_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;

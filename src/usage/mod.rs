@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod amount;
 pub mod bulk;
+pub mod cache;
 pub mod event;
 pub mod filter;
 pub mod ingest;
@@ -12,3 +13,4 @@ pub mod monthly;
 pub mod page;
 pub mod partitions;
 pub mod rollup;
+pub mod seek;

@@ -8,10 +8,13 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::amount::Amount;
+use super::cache::ReadCache;
 use super::filter::Filter;
 use super::page::{Order, SortField};
-use crate::db::schema::rollup_dirty;
+use super::seek::{KeyValue, Side};
 use crate::db::schema::usage_monthly::{self, dsl as um};
+use crate::db::schema::{accounts, organizations, rollup_dirty};
+use diesel::sql_types::{Nullable, Timestamptz};
 
 /// One monthly aggregate, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -43,14 +46,44 @@ pub struct ListQuery {
     pub per_page: u32,
 }
 
-/// A page of rows, the exact number of rows matching the query, and how fresh they are.
+/// Where a page starts, when the caller followed a link that said so: right after the last row
+/// of the page before it, or right before the first row of the page after it. Valid only for
+/// the data version it was taken at.
+#[derive(Debug, Clone)]
+pub struct Seek {
+    pub data_version: i64,
+    pub side: Side,
+    pub position: Vec<KeyValue>,
+}
+
+/// The state of an organization's readable data: its version (bumped in the same transaction as
+/// every change to its rows or accounts) and how fresh it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub data_version: i64,
+    /// Events ingested before this instant are all included: the oldest pending dirty mark of
+    /// the organization; with none pending, the last rollup that touched it (or its creation).
+    /// An organization that does not exist has no data, and reports the time of the read.
+    pub as_of: DateTime<Utc>,
+}
+
+/// A page of rows, the exact number of rows matching the query, and the version they show.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub total: i64,
     pub rows: Vec<MonthlyRow>,
-    /// Events ingested before this instant are all included: the oldest pending dirty mark of
-    /// the organization, or, with none pending, the time of the read.
-    pub as_of: DateTime<Utc>,
+    pub version: Version,
+}
+
+/// How the page was read; the tests compare every way with plain `OFFSET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Empty: the page lies past the end.
+    Nothing,
+    Offset,
+    /// From the end, backwards: the last page, or any page nearer the end than the start.
+    ReverseOffset,
+    Seek,
 }
 
 type Boxed<'a> = usage_monthly::BoxedQuery<'a, Pg>;
@@ -75,9 +108,11 @@ macro_rules! order_by {
     };
 }
 
-fn ordered<'a>(mut query: Boxed<'a>, order: &Order) -> Boxed<'a> {
+/// `query` in `order`, or in exactly the reverse of it (`reverse`: Postgres' ASC puts nulls last
+/// and DESC first, so flipping every key flips the whole order).
+fn ordered<'a>(mut query: Boxed<'a>, order: &Order, reverse: bool) -> Boxed<'a> {
     for key in order.keys() {
-        let d = key.descending;
+        let d = key.descending != reverse;
         query = match key.field {
             SortField::Id => order_by!(query, um::id, d),
             SortField::AccountId => order_by!(query, um::account_id, d),
@@ -99,42 +134,203 @@ fn ordered<'a>(mut query: Boxed<'a>, order: &Order) -> Boxed<'a> {
     query
 }
 
-/// The page of `query` in `organization_id`, and the total, read in one snapshot so that they
-/// agree even while the rollup writes.
+#[diesel::declare_sql_function]
+extern "SQL" {
+    #[sql_name = "coalesce"]
+    fn coalesce_time(
+        pending: Nullable<Timestamptz>,
+        rolled_up: Nullable<Timestamptz>,
+        created: Timestamptz,
+    ) -> Timestamptz;
+}
+
+/// The organization's current [`Version`], in one statement (one snapshot).
+pub async fn version(conn: &mut AsyncPgConnection, organization_id: &str) -> QueryResult<Version> {
+    let oldest_mark = rollup_dirty::table
+        .filter(rollup_dirty::organization_id.eq(organization_id))
+        .select(diesel::dsl::min(rollup_dirty::marked_at))
+        .single_value()
+        .assume_not_null()
+        .nullable();
+    let found: Option<(i64, DateTime<Utc>)> = organizations::table
+        .filter(organizations::id.eq(organization_id))
+        .select((
+            organizations::data_version,
+            coalesce_time(
+                oldest_mark,
+                organizations::rolled_up_at,
+                organizations::created_at,
+            ),
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match found {
+        Some((data_version, as_of)) => Version {
+            data_version,
+            as_of,
+        },
+        None => Version {
+            data_version: 0,
+            as_of: Utc::now(),
+        },
+    })
+}
+
+/// The organization's accounts and the data version they belong to, in one statement.
+pub async fn account_set(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+) -> QueryResult<(i64, Vec<String>)> {
+    let version = organizations::table
+        .filter(organizations::id.eq(organization_id))
+        .select(organizations::data_version)
+        .single_value();
+    let rows: Vec<(String, Option<i64>)> = accounts::table
+        .filter(accounts::organization_id.eq(organization_id))
+        .select((accounts::id, version))
+        .load(conn)
+        .await?;
+    match <[_]>::first(&rows) {
+        None => Ok((
+            self::version(conn, organization_id).await?.data_version,
+            Vec::new(),
+        )),
+        Some((_, v)) => {
+            let v = v.unwrap_or(0);
+            Ok((v, rows.into_iter().map(|(id, _)| id).collect()))
+        }
+    }
+}
+
+/// What a list request comes to.
+#[derive(Debug)]
+pub enum Listed {
+    /// The filter names accounts that are not the organization's (403 `forbidden_accounts`).
+    Forbidden(Vec<String>),
+    Page(Page, Access),
+}
+
+/// Of the account ids `filter` names, those that are not accounts of `organization_id` (another
+/// organization's and unknown ones alike). The organization's account set is read once per
+/// data version: `version` when the caller already holds it, else the one read with the set.
+pub async fn foreign_accounts(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    version: Option<i64>,
+    filter: Option<&Filter>,
+    cache: &ReadCache,
+) -> QueryResult<Vec<String>> {
+    let ids = filter.map(Filter::account_ids).unwrap_or_default();
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    let own = match version.and_then(|v| cache.accounts(organization_id, v)) {
+        Some(own) => own,
+        None => {
+            let (version, own) = account_set(conn, organization_id).await?;
+            cache.remember_accounts(organization_id, version, own)
+        }
+    };
+    Ok(ids.into_iter().filter(|id| !own.contains(id)).collect())
+}
+
+/// The page of `query` in `organization_id` and the total, read in one snapshot so that they
+/// agree even while the rollup writes, after the ownership check of the filter's accounts.
+/// The total and the account set come from `cache` when this version's are known; the page is
+/// read from whichever end is nearer, or from `seek` when it still holds for this version.
 pub async fn list(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
     query: &ListQuery,
-) -> QueryResult<Page> {
-    let offset = i64::from(query.page - 1) * i64::from(query.per_page);
+    seek: Option<&Seek>,
+    cache: &ReadCache,
+) -> QueryResult<Listed> {
     conn.build_transaction()
         .read_only()
         .repeatable_read()
         .run(async |conn| {
-            let total: i64 = scoped(organization_id, query.filter.as_ref())
-                .count()
-                .get_result(conn)
-                .await?;
-            let rows = if offset >= total {
-                Vec::new()
-            } else {
-                ordered(scoped(organization_id, query.filter.as_ref()), &query.order)
-                    .select(MonthlyRow::as_select())
-                    .limit(i64::from(query.per_page))
-                    .offset(offset)
-                    .load(conn)
-                    .await?
+            let version = version(conn, organization_id).await?;
+            let filter = query.filter.as_ref();
+            let foreign = foreign_accounts(
+                conn,
+                organization_id,
+                Some(version.data_version),
+                filter,
+                cache,
+            )
+            .await?;
+            if !foreign.is_empty() {
+                return Ok(Listed::Forbidden(foreign));
+            }
+            let total = match cache.total(organization_id, version.data_version, filter) {
+                Some(total) => total,
+                None => {
+                    let total: i64 = scoped(organization_id, filter)
+                        .count()
+                        .get_result(conn)
+                        .await?;
+                    cache.remember_total(organization_id, version.data_version, filter, total);
+                    total
+                }
             };
-            let as_of = rollup_dirty::table
-                .filter(rollup_dirty::organization_id.eq(organization_id))
-                .select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
-                    "coalesce(min(marked_at), now())",
-                ))
-                .get_result(conn)
-                .await?;
-            Ok(Page { total, rows, as_of })
+            let (rows, access) =
+                read_page(conn, organization_id, query, total, seek, version).await?;
+            Ok(Listed::Page(
+                Page {
+                    total,
+                    rows,
+                    version,
+                },
+                access,
+            ))
         })
         .await
+}
+
+async fn read_page(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    query: &ListQuery,
+    total: i64,
+    seek: Option<&Seek>,
+    version: Version,
+) -> QueryResult<(Vec<MonthlyRow>, Access)> {
+    let per_page = i64::from(query.per_page);
+    let start = i64::from(query.page - 1) * per_page;
+    if start >= total {
+        return Ok((Vec::new(), Access::Nothing));
+    }
+    let on_page = per_page.min(total - start);
+    let after_page = total - start - on_page;
+    let filter = query.filter.as_ref();
+    let (reverse, access, base) = match seek {
+        Some(seek) if seek.data_version == version.data_version => {
+            let reverse = seek.side == Side::Before;
+            let base = ordered(scoped(organization_id, filter), &query.order, reverse).filter(
+                super::seek::predicate(&query.order, seek.side, &seek.position),
+            );
+            (reverse, Access::Seek, base)
+        }
+        _ if after_page < start => {
+            let base =
+                ordered(scoped(organization_id, filter), &query.order, true).offset(after_page);
+            (true, Access::ReverseOffset, base)
+        }
+        _ => {
+            let base = ordered(scoped(organization_id, filter), &query.order, false).offset(start);
+            (false, Access::Offset, base)
+        }
+    };
+    let mut rows: Vec<MonthlyRow> = base
+        .select(MonthlyRow::as_select())
+        .limit(on_page)
+        .load(conn)
+        .await?;
+    if reverse {
+        rows.reverse();
+    }
+    Ok((rows, access))
 }
 
 /// One record of `organization_id`; `None` when it does not exist or belongs to another.

@@ -12,5 +12,6 @@ mod openapi_schema;
 mod ownership;
 mod pagination;
 mod params;
+mod read_path;
 mod rollup;
 mod support;

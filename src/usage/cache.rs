@@ -1,0 +1,116 @@
+//! What the read path remembers between requests: exact totals per (organization, filter, data
+//! version) and each organization's account set per data version.
+//!
+//! Both are keyed by `organizations.data_version`, which moves in the same transaction as every
+//! change to the organization's rows or accounts (triggers, migration 3). A version is read in
+//! the same snapshot as the rows it serves, so an entry can never describe other data than the
+//! request sees: nothing is ever invalidated, stale versions simply age out. Every replica
+//! keeps its own cache and stays stateless. Both caches are bounded.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use sha2::{Digest, Sha256};
+
+use super::filter::Filter;
+
+/// Totals remembered (32-byte key and an i64 each: about 6 MB at most).
+const COUNT_ENTRIES: usize = 100_000;
+/// Account ids remembered across all organizations (about 100 bytes each at most).
+const ACCOUNT_IDS: u64 = 500_000;
+
+#[derive(Clone)]
+struct AccountsWeight;
+
+impl Weighter<(String, i64), Arc<HashSet<String>>> for AccountsWeight {
+    fn weight(&self, _key: &(String, i64), set: &Arc<HashSet<String>>) -> u64 {
+        set.len() as u64 + 1
+    }
+}
+
+pub struct ReadCache {
+    counts: Cache<[u8; 32], i64>,
+    accounts: Cache<(String, i64), Arc<HashSet<String>>, AccountsWeight>,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        Self {
+            counts: Cache::new(COUNT_ENTRIES),
+            accounts: Cache::with_weighter(10_000, ACCOUNT_IDS, AccountsWeight),
+        }
+    }
+}
+
+/// The filter's meaning, independent of spelling (keyword case, spaces, parentheses), so that
+/// `month eq '2024-01'` and `MONTH  EQ '2024-01'` share one total.
+fn count_key(organization_id: &str, version: i64, filter: Option<&Filter>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update((organization_id.len() as u64).to_le_bytes());
+    hash.update(organization_id.as_bytes());
+    hash.update(version.to_le_bytes());
+    if let Some(filter) = filter {
+        hash.update(format!("{:?}", filter.expr()).as_bytes());
+    }
+    hash.finalize().into()
+}
+
+impl ReadCache {
+    pub fn total(
+        &self,
+        organization_id: &str,
+        version: i64,
+        filter: Option<&Filter>,
+    ) -> Option<i64> {
+        self.counts
+            .get(&count_key(organization_id, version, filter))
+    }
+
+    pub fn remember_total(
+        &self,
+        organization_id: &str,
+        version: i64,
+        filter: Option<&Filter>,
+        total: i64,
+    ) {
+        self.counts
+            .insert(count_key(organization_id, version, filter), total);
+    }
+
+    pub fn accounts(&self, organization_id: &str, version: i64) -> Option<Arc<HashSet<String>>> {
+        self.accounts.get(&(organization_id.to_owned(), version))
+    }
+
+    pub fn remember_accounts(
+        &self,
+        organization_id: &str,
+        version: i64,
+        ids: Vec<String>,
+    ) -> Arc<HashSet<String>> {
+        let set = Arc::new(ids.into_iter().collect::<HashSet<_>>());
+        self.accounts
+            .insert((organization_id.to_owned(), version), set.clone());
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_per_organization_version_and_meaning() {
+        let cache = ReadCache::default();
+        let a = crate::usage::filter::parse("month eq '2024-01'").unwrap();
+        let b = crate::usage::filter::parse("MONTH   EQ '2024-01'").unwrap();
+        let c = crate::usage::filter::parse("month eq '2024-02'").unwrap();
+        cache.remember_total("org", 3, a.as_ref(), 7);
+        assert_eq!(cache.total("org", 3, b.as_ref()), Some(7));
+        assert_eq!(cache.total("org", 4, a.as_ref()), None);
+        assert_eq!(cache.total("org2", 3, a.as_ref()), None);
+        assert_eq!(cache.total("org", 3, c.as_ref()), None);
+        assert_eq!(cache.total("org", 3, None), None);
+    }
+}
