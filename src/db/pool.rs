@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::error::ApiError;
@@ -34,6 +36,9 @@ impl Default for PoolOptions {
 pub fn build(url: &str, options: &PoolOptions) -> anyhow::Result<DbPool> {
     let statement_timeout_ms = options.statement_timeout.as_millis();
     let mut config = ManagerConfig::default();
+    // No `SELECT 1` before every checkout (a round trip per request): a connection that died
+    // fails its next statement, which is a 503 the client retries, and the pool drops it.
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         Box::pin(async move {

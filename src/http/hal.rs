@@ -2,6 +2,7 @@
 //! the configured public URL, every one keeping `per_page`, `filter` and `order_by`.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -47,60 +48,79 @@ pub struct SelfLink {
     pub self_: Link,
 }
 
-/// One monthly usage aggregate, as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct UsageRecord {
-    pub id: String,
-    pub account_id: String,
-    pub product_id: String,
-    pub aggr_product_id: String,
-    pub month: String,
-    #[serde(rename = "type")]
-    pub usage_type: String,
-    pub description: String,
-    pub currency: String,
-    pub direction: Option<String>,
-    pub resolution: Option<String>,
-    pub unit: String,
-    #[serde(serialize_with = "exact_number")]
-    pub price: Amount,
-    pub wallet_name: String,
-    #[serde(serialize_with = "exact_number")]
-    pub number_of_units: Amount,
-    #[serde(serialize_with = "exact_number")]
-    pub total_amount: Amount,
-    pub _links: SelfLink,
+/// One monthly usage aggregate, as the API shows it: written as JSON straight from the row (no
+/// intermediate strings; the id, month and amounts are formatted on the stack or as the row
+/// already holds them).
+#[derive(Debug)]
+pub struct UsageRecord<'a> {
+    row: &'a MonthlyRow,
+    base_url: &'a str,
 }
 
-impl UsageRecord {
-    pub fn new(row: MonthlyRow, base_url: &str) -> Self {
-        let id = row.id.simple().to_string();
-        UsageRecord {
-            _links: SelfLink {
-                self_: Link::to(format!("{base_url}{LIST_PATH}/{id}")),
-            },
-            id,
-            account_id: row.account_id,
-            product_id: row.product_id,
-            aggr_product_id: row.aggr_product_id,
-            month: Month::from_date(row.month).to_string(),
-            usage_type: row.usage_type,
-            description: row.description,
-            currency: row.currency,
-            direction: row.direction,
-            resolution: row.resolution,
-            unit: row.unit,
-            price: row.price,
-            wallet_name: row.wallet_name,
-            number_of_units: row.number_of_units,
-            total_amount: row.total_amount,
+impl<'a> UsageRecord<'a> {
+    pub fn new(row: &'a MonthlyRow, base_url: &'a str) -> Self {
+        UsageRecord { row, base_url }
+    }
+}
+
+/// `{"self": {"href": "<base>/express/usage/month/<id>"}}`
+struct SelfHref<'a>(&'a str, &'a str);
+
+impl Serialize for SelfHref<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Href<'a>(&'a str, &'a str);
+        impl Serialize for Href<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_struct("Link", 1)?;
+                map.serialize_field("href", &format_args!("{}{LIST_PATH}/{}", self.0, self.1))?;
+                map.end()
+            }
         }
+        let mut map = serializer.serialize_struct("SelfLink", 1)?;
+        map.serialize_field("self", &Href(self.0, self.1))?;
+        map.end()
+    }
+}
+
+/// An amount as a JSON number with its own digits.
+struct Number<'a>(&'a Amount);
+
+impl Serialize for Number<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        exact_number(self.0, serializer)
+    }
+}
+
+impl Serialize for UsageRecord<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let row = self.row;
+        let mut id = [0u8; 32];
+        let id = &*row.id.simple().encode_lower(&mut id);
+        let month = Month::from_date(row.month);
+        let mut map = serializer.serialize_struct("UsageRecord", 16)?;
+        map.serialize_field("id", id)?;
+        map.serialize_field("account_id", &row.account_id)?;
+        map.serialize_field("product_id", &row.product_id)?;
+        map.serialize_field("aggr_product_id", &row.aggr_product_id)?;
+        map.serialize_field("month", &format_args!("{month}"))?;
+        map.serialize_field("type", &row.usage_type)?;
+        map.serialize_field("description", &row.description)?;
+        map.serialize_field("currency", &row.currency)?;
+        map.serialize_field("direction", &row.direction)?;
+        map.serialize_field("resolution", &row.resolution)?;
+        map.serialize_field("unit", &row.unit)?;
+        map.serialize_field("price", &Number(&row.price))?;
+        map.serialize_field("wallet_name", &row.wallet_name)?;
+        map.serialize_field("number_of_units", &Number(&row.number_of_units))?;
+        map.serialize_field("total_amount", &Number(&row.total_amount))?;
+        map.serialize_field("_links", &SelfHref(self.base_url, id))?;
+        map.end()
     }
 }
 
 #[derive(Debug, Serialize)]
-pub struct Embedded {
-    pub usage: Vec<UsageRecord>,
+pub struct Embedded<'a> {
+    pub usage: Vec<UsageRecord<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,7 +138,7 @@ pub struct PageLinks {
 
 /// The paged envelope.
 #[derive(Debug, Serialize)]
-pub struct UsagePage {
+pub struct UsagePage<'a> {
     pub count: usize,
     pub total: i64,
     pub page: u32,
@@ -126,7 +146,7 @@ pub struct UsagePage {
     pub total_pages: i64,
     /// Every event ingested before this instant (RFC 3339, UTC) is included.
     pub as_of: String,
-    pub _embedded: Embedded,
+    pub _embedded: Embedded<'a>,
     pub _links: PageLinks,
 }
 
@@ -175,12 +195,12 @@ impl LinkParams<'_> {
     }
 }
 
-impl UsagePage {
+impl<'a> UsagePage<'a> {
     /// Builds the envelope for `page` of a list of `total` rows. An empty list still has a first
     /// and last page (page 1); a page past the end links `prev` to the last page, so that a
     /// client walking back lands on data at once rather than on more empty pages.
     pub fn new(
-        records: Vec<UsageRecord>,
+        records: Vec<UsageRecord<'a>>,
         total: i64,
         page: u32,
         as_of: chrono::DateTime<chrono::Utc>,

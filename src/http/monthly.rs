@@ -233,7 +233,7 @@ pub async fn list(
     let tag = params.etag(organization, &found.version, base_url);
     let records = found
         .rows
-        .into_iter()
+        .iter()
         .map(|row| UsageRecord::new(row, base_url))
         .collect();
     let links = LinkParams {
@@ -297,7 +297,7 @@ pub async fn show(
     let row = monthly::find(&mut conn, &principal.organization_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    hal(&UsageRecord::new(row, &state.public_url))
+    hal(&UsageRecord::new(&row, &state.public_url))
 }
 
 #[cfg(test)]

@@ -56,19 +56,26 @@ fn format(negative: bool, weight: i16, scale: u16, digits: &[i16]) -> String {
             .copied()
             .unwrap_or(0)
     };
-    let mut text = String::new();
+    let mut text = String::with_capacity(8 + 4 * digits.len());
     if weight < 0 {
         text.push('0');
     } else {
-        text.push_str(&group(0).to_string());
+        let mut first = String::with_capacity(4);
+        push_group(&mut first, group(0));
+        let significant = first.trim_start_matches('0');
+        text.push_str(if significant.is_empty() {
+            "0"
+        } else {
+            significant
+        });
         for index in 1..=weight {
-            text.push_str(&format!("{:04}", group(index)));
+            push_group(&mut text, group(index));
         }
     }
-    let mut fraction = String::new();
     let groups = (i32::from(scale) + 3) / 4;
+    let mut fraction = String::with_capacity(4 * groups as usize);
     for k in 1..=groups {
-        fraction.push_str(&format!("{:04}", group(weight + k)));
+        push_group(&mut fraction, group(weight + k));
     }
     fraction.truncate(usize::from(scale));
     let fraction = fraction.trim_end_matches('0');
@@ -80,6 +87,15 @@ fn format(negative: bool, weight: i16, scale: u16, digits: &[i16]) -> String {
         text.insert(0, '-');
     }
     text
+}
+
+/// Appends a base-10000 digit group as exactly four decimal digits (on the hot path of every
+/// page: no formatting machinery).
+fn push_group(text: &mut String, group: i16) {
+    let group = group.clamp(0, 9999) as u16;
+    for divisor in [1000, 100, 10, 1] {
+        text.push(char::from(b'0' + (group / divisor % 10) as u8));
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ impl Weighter<(String, i64), Arc<HashSet<String>>> for AccountsWeight {
 
 pub struct ReadCache {
     counts: Cache<[u8; 32], i64>,
+    /// The newest (data version, total) seen per (organization, filter): lets a read plan its
+    /// page before it knows the version, and check the guess in the same snapshot.
+    latest: Cache<[u8; 32], (i64, i64)>,
     accounts: Cache<(String, i64), Arc<HashSet<String>>, AccountsWeight>,
 }
 
@@ -39,18 +42,23 @@ impl Default for ReadCache {
     fn default() -> Self {
         Self {
             counts: Cache::new(COUNT_ENTRIES),
+            latest: Cache::new(COUNT_ENTRIES),
             accounts: Cache::with_weighter(10_000, ACCOUNT_IDS, AccountsWeight),
         }
     }
 }
 
 /// The filter's meaning, independent of spelling (keyword case, spaces, parentheses), so that
-/// `month eq '2024-01'` and `MONTH  EQ '2024-01'` share one total.
-fn count_key(organization_id: &str, version: i64, filter: Option<&Filter>) -> [u8; 32] {
+/// `month eq '2024-01'` and `MONTH  EQ '2024-01'` share one total. `version` is left out of
+/// the key of `latest`.
+fn count_key(organization_id: &str, version: Option<i64>, filter: Option<&Filter>) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update((organization_id.len() as u64).to_le_bytes());
     hash.update(organization_id.as_bytes());
-    hash.update(version.to_le_bytes());
+    match version {
+        Some(version) => hash.update(version.to_le_bytes()),
+        None => hash.update(b"latest"),
+    }
     if let Some(filter) = filter {
         hash.update(format!("{:?}", filter.expr()).as_bytes());
     }
@@ -65,7 +73,16 @@ impl ReadCache {
         filter: Option<&Filter>,
     ) -> Option<i64> {
         self.counts
-            .get(&count_key(organization_id, version, filter))
+            .get(&count_key(organization_id, Some(version), filter))
+    }
+
+    /// The newest (data version, total) this server has seen for the list.
+    pub fn latest_total(
+        &self,
+        organization_id: &str,
+        filter: Option<&Filter>,
+    ) -> Option<(i64, i64)> {
+        self.latest.get(&count_key(organization_id, None, filter))
     }
 
     pub fn remember_total(
@@ -76,7 +93,15 @@ impl ReadCache {
         total: i64,
     ) {
         self.counts
-            .insert(count_key(organization_id, version, filter), total);
+            .insert(count_key(organization_id, Some(version), filter), total);
+        let latest = count_key(organization_id, None, filter);
+        if self
+            .latest
+            .get(&latest)
+            .is_none_or(|(seen, _)| seen <= version)
+        {
+            self.latest.insert(latest, (version, total));
+        }
     }
 
     pub fn accounts(&self, organization_id: &str, version: i64) -> Option<Arc<HashSet<String>>> {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
 use super::amount::Amount;
@@ -146,13 +146,23 @@ extern "SQL" {
 
 /// The organization's current [`Version`], in one statement (one snapshot).
 pub async fn version(conn: &mut AsyncPgConnection, organization_id: &str) -> QueryResult<Version> {
+    let found = version_query(organization_id)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(version_of(found))
+}
+
+type VersionQuery<'a> = organizations::BoxedQuery<'a, Pg, (diesel::sql_types::BigInt, Timestamptz)>;
+
+fn version_query(organization_id: &str) -> VersionQuery<'_> {
     let oldest_mark = rollup_dirty::table
         .filter(rollup_dirty::organization_id.eq(organization_id))
         .select(diesel::dsl::min(rollup_dirty::marked_at))
         .single_value()
         .assume_not_null()
         .nullable();
-    let found: Option<(i64, DateTime<Utc>)> = organizations::table
+    organizations::table
         .filter(organizations::id.eq(organization_id))
         .select((
             organizations::data_version,
@@ -162,10 +172,11 @@ pub async fn version(conn: &mut AsyncPgConnection, organization_id: &str) -> Que
                 organizations::created_at,
             ),
         ))
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(match found {
+        .into_boxed()
+}
+
+fn version_of(found: Option<(i64, DateTime<Utc>)>) -> Version {
+    match found {
         Some((data_version, as_of)) => Version {
             data_version,
             as_of,
@@ -174,7 +185,7 @@ pub async fn version(conn: &mut AsyncPgConnection, organization_id: &str) -> Que
             data_version: 0,
             as_of: Utc::now(),
         },
-    })
+    }
 }
 
 /// The organization's accounts and the data version they belong to, in one statement.
@@ -246,12 +257,25 @@ pub async fn list(
     seek: Option<&Seek>,
     cache: &ReadCache,
 ) -> QueryResult<Listed> {
+    let filter = query.filter.as_ref();
+    if let Some((data_version, total)) = cache.latest_total(organization_id, filter) {
+        let ids = filter.map(Filter::account_ids).unwrap_or_default();
+        let owned = ids.is_empty()
+            || cache
+                .accounts(organization_id, data_version)
+                .is_some_and(|own| ids.iter().all(|id| own.contains(id)));
+        if owned {
+            let known = (data_version, total);
+            if let Some(listed) = speculate(conn, organization_id, query, seek, known).await? {
+                return Ok(listed);
+            }
+        }
+    }
     conn.build_transaction()
         .read_only()
         .repeatable_read()
         .run(async |conn| {
             let version = version(conn, organization_id).await?;
-            let filter = query.filter.as_ref();
             let foreign = foreign_accounts(
                 conn,
                 organization_id,
@@ -288,24 +312,25 @@ pub async fn list(
         .await
 }
 
-async fn read_page(
-    conn: &mut AsyncPgConnection,
-    organization_id: &str,
+/// How to read the page of `query` when the list has `total` rows in `data_version`: `None`
+/// for a page past the end, else the query and whether it reads backwards.
+fn plan<'a>(
+    organization_id: &'a str,
     query: &ListQuery,
     total: i64,
     seek: Option<&Seek>,
-    version: Version,
-) -> QueryResult<(Vec<MonthlyRow>, Access)> {
+    data_version: i64,
+) -> Option<(Boxed<'a>, bool, Access)> {
     let per_page = i64::from(query.per_page);
     let start = i64::from(query.page - 1) * per_page;
     if start >= total {
-        return Ok((Vec::new(), Access::Nothing));
+        return None;
     }
     let on_page = per_page.min(total - start);
     let after_page = total - start - on_page;
     let filter = query.filter.as_ref();
     let (reverse, access, base) = match seek {
-        Some(seek) if seek.data_version == version.data_version => {
+        Some(seek) if seek.data_version == data_version => {
             let reverse = seek.side == Side::Before;
             let base = ordered(scoped(organization_id, filter), &query.order, reverse).filter(
                 super::seek::predicate(&query.order, seek.side, &seek.position),
@@ -322,15 +347,98 @@ async fn read_page(
             (false, Access::Offset, base)
         }
     };
-    let mut rows: Vec<MonthlyRow> = base
-        .select(MonthlyRow::as_select())
-        .limit(on_page)
-        .load(conn)
-        .await?;
+    Some((base.limit(on_page), reverse, access))
+}
+
+async fn read_page(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    query: &ListQuery,
+    total: i64,
+    seek: Option<&Seek>,
+    version: Version,
+) -> QueryResult<(Vec<MonthlyRow>, Access)> {
+    let Some((base, reverse, access)) =
+        plan(organization_id, query, total, seek, version.data_version)
+    else {
+        return Ok((Vec::new(), Access::Nothing));
+    };
+    let mut rows: Vec<MonthlyRow> = base.select(MonthlyRow::as_select()).load(conn).await?;
     if reverse {
         rows.reverse();
     }
     Ok((rows, access))
+}
+
+/// The common case, in two round trips instead of four: when this server already knows the
+/// total of the list at some data version, it plans the page for that version and sends
+/// `BEGIN`, the version query and the page query at once (pipelined), then `COMMIT`. If the
+/// snapshot turns out to be at that very version, the page is exact and done; otherwise
+/// (the data changed meanwhile) `None`, and the caller reads it the careful way.
+async fn speculate(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    query: &ListQuery,
+    seek: Option<&Seek>,
+    known: (i64, i64),
+) -> QueryResult<Option<Listed>> {
+    let (data_version, total) = known;
+    let planned = plan(organization_id, query, total, seek, data_version);
+    let reverse = planned.as_ref().is_some_and(|p| p.1);
+    let access = planned.as_ref().map_or(Access::Nothing, |p| p.2);
+    let shared: &AsyncPgConnection = conn;
+    let (mut begin, mut read_version, mut read_page) = (shared, shared, shared);
+    // Polled in this order, the three are sent in this order: the version and the page run in
+    // the transaction's one snapshot. COMMIT is sent only after both have answered.
+    let result = futures_util::future::try_join3(
+        begin.batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             SET LOCAL plan_cache_mode = force_generic_plan",
+        ),
+        version_query(organization_id).first::<(i64, DateTime<Utc>)>(&mut read_version),
+        async {
+            match planned {
+                Some((base, _, _)) => {
+                    base.select(MonthlyRow::as_select())
+                        .load::<MonthlyRow>(&mut read_page)
+                        .await
+                }
+                None => Ok(Vec::new()),
+            }
+        },
+    )
+    .await;
+    let mut end = shared;
+    match result {
+        Ok(((), found, mut rows)) => {
+            end.batch_execute("COMMIT").await?;
+            let version = version_of(Some(found));
+            if version.data_version != data_version {
+                return Ok(None);
+            }
+            if reverse {
+                rows.reverse();
+            }
+            Ok(Some(Listed::Page(
+                Page {
+                    total,
+                    rows,
+                    version,
+                },
+                access,
+            )))
+        }
+        Err(diesel::result::Error::NotFound) => {
+            end.batch_execute("ROLLBACK").await?;
+            Ok(None)
+        }
+        Err(err) => {
+            // The connection may be unusable (its error is the one to report); the pool checks
+            // connections before handing them out again.
+            let _ = end.batch_execute("ROLLBACK").await;
+            Err(err)
+        }
+    }
 }
 
 /// One record of `organization_id`; `None` when it does not exist or belongs to another.
