@@ -313,28 +313,28 @@ walk_s=$(calc "$(now) - $t0" %.2f)
 p200_url=$next
 cp "$WORK/r-walk.json" "$WORK/r-p200.json"
 say "page 200 via next ($walk_s s for 199 follows; server RSS now $(calc "$(rss_kb) / 1024" %.1f) MB): $p200_url"
-# Page 200 of the default order (id desc) holds rows 9,951..10,000.
-want=$(psql_q "$DB" -Atc "SELECT string_agg(replace(id::text, '-', ''), ',' ORDER BY id DESC) FROM (
-          SELECT id FROM usage_monthly WHERE organization_id = 'reseller'
-          ORDER BY id DESC LIMIT 50 OFFSET 9950) p")
-got=$(jq -r '[._embedded.usage[].id | gsub("-"; "")] | join(",")' "$WORK/r-p200.json")
-if [[ $got != "$want" ]]; then
-    notes+=("page 200 reached through next does not hold rows 9,951–10,000 of the default order")
-    say "WARNING: ${notes[-1]}"
-fi
+# check_page FILE OFFSET WHAT: the page in FILE holds the reseller's rows OFFSET+1..OFFSET+50 of
+# the default order (id desc), as plain SQL reads them; otherwise a warning in the results.
+check_page() {
+    local want got
+    want=$(psql_q "$DB" -Atc "SELECT string_agg(replace(id::text, '-', ''), ',' ORDER BY id DESC) FROM (
+              SELECT id FROM usage_monthly WHERE organization_id = 'reseller'
+              ORDER BY id DESC LIMIT 50 OFFSET $2) p")
+    got=$(jq -r '[._embedded.usage[].id | gsub("-"; "")] | join(",")' "$1")
+    if [[ $got != "$want" ]]; then
+        notes+=("$3")
+        say "WARNING: ${notes[-1]}"
+    fi
+}
+check_page "$WORK/r-p200.json" 9950 \
+    "page 200 reached through next does not hold rows 9,951–10,000 of the default order"
 
 last_url=$(jq -r '._links.last.href // empty' "$WORK/r-p1.json")
 [[ -n $last_url ]] || die "reseller page 1 has no _links.last"
 expect_200 r-last "$reseller_token" "$last_url"
 say "last page: $last_url"
-want=$(psql_q "$DB" -Atc "SELECT string_agg(replace(id::text, '-', ''), ',' ORDER BY id DESC) FROM (
-          SELECT id FROM usage_monthly WHERE organization_id = 'reseller'
-          ORDER BY id DESC LIMIT 50 OFFSET 719950) p")
-got=$(jq -r '[._embedded.usage[].id | gsub("-"; "")] | join(",")' "$WORK/r-last.json")
-if [[ $got != "$want" ]]; then
-    notes+=("the last link does not lead to rows 719,951–720,000 of the default order")
-    say "WARNING: ${notes[-1]}"
-fi
+check_page "$WORK/r-last.json" 719950 \
+    "the last link does not lead to rows 719,951–720,000 of the default order"
 
 etag=$(awk 'tolower($1) == "etag:" { sub(/^[^:]*:[ \t]*/, ""); sub(/\r$/, ""); print; exit }' "$WORK/small.headers")
 if [[ -n $etag ]]; then
