@@ -42,12 +42,6 @@ impl Link {
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct SelfLink {
-    #[serde(rename = "self")]
-    pub self_: Link,
-}
-
 /// One monthly usage aggregate, as the API shows it: written as JSON straight from the row (no
 /// intermediate strings; the id, month and amounts are formatted on the stack or as the row
 /// already holds them).
