@@ -93,9 +93,19 @@ impl ListParams {
     }
 }
 
-fn hal(body: &impl serde::Serialize) -> ApiResult<HttpResponse> {
+/// A 200 with a HAL body and its validators.
+fn hal(body: &impl serde::Serialize, tag: &str) -> ApiResult<HttpResponse> {
     let json = serde_json::to_string(body).map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().content_type(HAL_JSON).body(json))
+    let mut response = HttpResponse::Ok();
+    validators(&mut response, tag);
+    Ok(response.content_type(HAL_JSON).body(json))
+}
+
+/// A bodiless 304 with the validators it stands for.
+fn not_modified(tag: &str) -> HttpResponse {
+    let mut response = HttpResponse::NotModified();
+    validators(&mut response, tag);
+    response.finish()
 }
 
 impl ListParams {
@@ -136,29 +146,18 @@ impl ListParams {
     /// and the public URL. The position token is not part of it: it changes how the page is
     /// read, never what it holds.
     fn etag(&self, organization_id: &str, version: &monthly::Version, base_url: &str) -> String {
-        let mut hash = Sha256::new();
-        let mut part = |bytes: &[u8]| {
-            hash.update((bytes.len() as u64).to_le_bytes());
-            hash.update(bytes);
-        };
-        part(b"usage list v1");
-        part(organization_id.as_bytes());
-        part(&version.data_version.to_le_bytes());
-        part(&version.as_of.timestamp_micros().to_le_bytes());
-        part(&self.query.page.to_le_bytes());
-        part(&self.query.per_page.to_le_bytes());
-        for text in [&self.filter_text, &self.order_by_text] {
-            part(text.as_deref().map_or(b"\xff".as_slice(), str::as_bytes));
-        }
-        part(base_url.as_bytes());
-        let digest = hash.finalize();
-        let mut tag = String::with_capacity(34);
-        tag.push('"');
-        for byte in &digest[..16] {
-            tag.push_str(&format!("{byte:02x}"));
-        }
-        tag.push('"');
-        tag
+        let no_text: &[u8] = b"\xff";
+        strong_tag(&[
+            b"usage list v1",
+            organization_id.as_bytes(),
+            &version.data_version.to_le_bytes(),
+            &version.as_of.timestamp_micros().to_le_bytes(),
+            &self.query.page.to_le_bytes(),
+            &self.query.per_page.to_le_bytes(),
+            self.filter_text.as_deref().map_or(no_text, str::as_bytes),
+            self.order_by_text.as_deref().map_or(no_text, str::as_bytes),
+            base_url.as_bytes(),
+        ])
     }
 }
 
@@ -211,9 +210,7 @@ pub async fn list(
         }
         let tag = params.etag(organization, &version, base_url);
         if none_match(&req, &tag) {
-            let mut response = HttpResponse::NotModified();
-            validators(&mut response, &tag);
-            return Ok(response.finish());
+            return Ok(not_modified(&tag));
         }
     }
     let listed = monthly::list(
@@ -250,10 +247,7 @@ pub async fn list(
         &links,
         cursors,
     );
-    let json = serde_json::to_string(&body).map_err(ApiError::internal)?;
-    let mut response = HttpResponse::Ok();
-    validators(&mut response, &tag);
-    Ok(response.content_type(HAL_JSON).body(json))
+    hal(&body, &tag)
 }
 
 /// Position tokens for the links out of this page: `next` starts after its last row, `prev`
@@ -282,6 +276,7 @@ fn cursors(params: &ListParams, organization: &str, key: &[u8], found: &monthly:
 pub async fn show(
     principal: Principal,
     id: web::Path<String>,
+    req: HttpRequest,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     principal.require(READ_SCOPE)?;
@@ -293,11 +288,45 @@ pub async fn show(
         ));
     }
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "not a valid id"))?;
+    let organization = principal.organization_id.as_str();
     let mut conn = pool::connection(state.reads()).await?;
-    let row = monthly::find(&mut conn, &principal.organization_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    hal(&UsageRecord::new(&row, &state.public_url))
+    let tag = |version: &monthly::Version| {
+        strong_tag(&[
+            b"usage record v1",
+            organization.as_bytes(),
+            &version.data_version.to_le_bytes(),
+            id.as_bytes(),
+            state.public_url.as_bytes(),
+        ])
+    };
+    if req.headers().contains_key(header::IF_NONE_MATCH) {
+        // A record changes only with its organization's data version.
+        let tag = tag(&monthly::version(&mut conn, organization).await?);
+        if none_match(&req, &tag) {
+            return Ok(not_modified(&tag));
+        }
+    }
+    let (version, row) = monthly::find_versioned(&mut conn, organization, id).await?;
+    let row = row.ok_or(ApiError::NotFound)?;
+    hal(&UsageRecord::new(&row, &state.public_url), &tag(&version))
+}
+
+/// A strong entity tag: the first 128 bits of SHA-256 over length-prefixed `parts`, in hex.
+fn strong_tag(parts: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    for byte in &digest[..16] {
+        tag.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        tag.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    tag.push('"');
+    tag
 }
 
 #[cfg(test)]

@@ -441,6 +441,22 @@ async fn speculate(
     }
 }
 
+/// One record of `organization_id` and the organization's version, in one snapshot.
+pub async fn find_versioned(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    id: Uuid,
+) -> QueryResult<(Version, Option<MonthlyRow>)> {
+    conn.build_transaction()
+        .read_only()
+        .repeatable_read()
+        .run(async |conn| {
+            let version = version(conn, organization_id).await?;
+            Ok((version, find(conn, organization_id, id).await?))
+        })
+        .await
+}
+
 /// One record of `organization_id`; `None` when it does not exist or belongs to another.
 pub async fn find(
     conn: &mut AsyncPgConnection,

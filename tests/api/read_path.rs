@@ -507,3 +507,54 @@ async fn reads_go_to_the_read_database_when_one_is_configured() {
         .await;
     assert_eq!(shown.status, 200, "show reads the replica too");
 }
+
+#[actix_web::test]
+async fn a_record_revalidates_until_its_data_changes() {
+    let app = app_with_rows().await;
+    let token_a = token("org-a");
+    let list = app
+        .get(
+            "/express/usage/month?filter=account_id%20eq%20'a1'",
+            &token_a,
+        )
+        .await;
+    let ids = list.ids();
+    let path = format!("/express/usage/month/{}", ids[0]);
+    let first = app.get(&path, &token_a).await;
+    assert_eq!(first.status, 200);
+    let tag = first.header("etag").unwrap().to_owned();
+    assert_eq!(first.header("cache-control"), Some("private, no-cache"));
+    assert_eq!(first.header("vary"), Some("Authorization"));
+    let again = conditional(&app, &path, &token_a, &tag).await;
+    assert_eq!(again.status, 304);
+    assert_eq!(again.header("etag"), Some(tag.as_str()));
+    let other = app
+        .get(&format!("/express/usage/month/{}", ids[1]), &token_a)
+        .await;
+    assert_ne!(
+        other.header("etag"),
+        Some(tag.as_str()),
+        "one tag per record"
+    );
+    // Another organization's token gets the 404, never a 304.
+    let foreign = conditional(&app, &path, &token("org-b"), &tag).await;
+    assert_eq!(foreign.status, 404);
+
+    // Grow that very aggregate: same group key, one more event.
+    let record = &first.body;
+    let mut more = event("a1-more", "a1");
+    more.product_id = record["product_id"].as_str().unwrap().to_owned();
+    more.direction = record["direction"].as_str().map(str::to_owned);
+    more.resolution = record["resolution"].as_str().map(str::to_owned);
+    more.unit_price = dec(&record["price"].to_string());
+    more.occurred_at = at(&format!(
+        "{}-20T10:00:00Z",
+        record["month"].as_str().unwrap()
+    ));
+    app.insert(&[more]).await;
+    app.rollup().await;
+    let changed = conditional(&app, &path, &token_a, &tag).await;
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag"), Some(tag.as_str()));
+    assert_ne!(changed.body["number_of_units"], record["number_of_units"]);
+}
