@@ -125,13 +125,20 @@ impl ListParams {
         };
         let token = cursor::decode(key, &self.binding(organization_id), text)
             .map_err(|message| ApiError::invalid("cursor", message))?;
-        if token.page != self.query.page || !seek::fits(&token.position, &self.query.order) {
+        if token.page != self.query.page {
             return Err(ApiError::invalid(
                 "cursor",
                 format!(
                     "leads to page {}, not page {}; drop it to read the page by its number",
                     token.page, self.query.page
                 ),
+            ));
+        }
+        if !seek::fits(&token.position, &self.query.order) {
+            return Err(ApiError::invalid(
+                "cursor",
+                "is not a position this API issued for this query; \
+                 drop it to read the page by its number",
             ));
         }
         Ok(Some(monthly::Seek {
@@ -171,8 +178,9 @@ fn none_match(req: &HttpRequest, tag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
 }
 
-/// The headers every list answer (200 or 304) carries: the body differs per caller and may
-/// change with any rollup, so shared caches must not keep it and private ones must revalidate.
+/// The headers every answer of the read API (200 or 304) carries: the body differs per caller
+/// and may change with any rollup, so shared caches must not keep it and private ones must
+/// revalidate it.
 fn validators(response: &mut actix_web::HttpResponseBuilder, tag: &str) {
     response
         .insert_header((header::ETAG, tag.to_owned()))
@@ -200,7 +208,7 @@ pub async fn list(
         let foreign = monthly::foreign_accounts(
             &mut conn,
             organization,
-            Some(version.data_version),
+            version.data_version,
             filter,
             &state.read_cache,
         )

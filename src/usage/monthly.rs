@@ -224,11 +224,12 @@ pub enum Listed {
 
 /// Of the account ids `filter` names, those that are not accounts of `organization_id` (another
 /// organization's and unknown ones alike). The organization's account set is read once per
-/// data version: `version` when the caller already holds it, else the one read with the set.
+/// data version: taken from `cache` for `version`, else read (with the version it belongs to,
+/// which is `version` inside the caller's snapshot) and remembered.
 pub async fn foreign_accounts(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
-    version: Option<i64>,
+    version: i64,
     filter: Option<&Filter>,
     cache: &ReadCache,
 ) -> QueryResult<Vec<String>> {
@@ -236,7 +237,7 @@ pub async fn foreign_accounts(
     if ids.is_empty() {
         return Ok(ids);
     }
-    let own = match version.and_then(|v| cache.accounts(organization_id, v)) {
+    let own = match cache.accounts(organization_id, version) {
         Some(own) => own,
         None => {
             let (version, own) = account_set(conn, organization_id).await?;
@@ -276,14 +277,9 @@ pub async fn list(
         .repeatable_read()
         .run(async |conn| {
             let version = version(conn, organization_id).await?;
-            let foreign = foreign_accounts(
-                conn,
-                organization_id,
-                Some(version.data_version),
-                filter,
-                cache,
-            )
-            .await?;
+            let foreign =
+                foreign_accounts(conn, organization_id, version.data_version, filter, cache)
+                    .await?;
             if !foreign.is_empty() {
                 return Ok(Listed::Forbidden(foreign));
             }
