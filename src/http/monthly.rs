@@ -221,15 +221,24 @@ pub async fn list(
             return Ok(not_modified(&tag));
         }
     }
-    let listed = monthly::list(
-        &mut conn,
-        organization,
-        &params.query,
-        seek.as_ref(),
-        &state.read_cache,
-    )
-    .await?;
-    drop(conn);
+    // The read runs to completion in its own task even if the client goes away meanwhile: the
+    // pipelined path opens its transaction itself, and a connection must never go back to the
+    // pool with it still open.
+    let task = {
+        let (state, organization, query) =
+            (state.clone(), organization.to_owned(), params.query.clone());
+        actix_web::rt::spawn(async move {
+            monthly::list(
+                &mut conn,
+                &organization,
+                &query,
+                seek.as_ref(),
+                &state.read_cache,
+            )
+            .await
+        })
+    };
+    let listed = task.await.map_err(ApiError::internal)??;
     let found = match listed {
         monthly::Listed::Forbidden(foreign) => return Err(ApiError::ForbiddenAccounts(foreign)),
         monthly::Listed::Page(found, _) => found,
