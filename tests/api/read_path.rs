@@ -150,43 +150,50 @@ async fn check_every_way(
         );
     }
 
-    let mut reply = app
-        .get(&list_path(1, per_page, filter.0, order.0), &token)
-        .await;
-    for page in 1..=pages {
-        assert_eq!(reply.body["page"], page, "{case}");
-        assert_eq!(
-            reply.ids(),
-            chunk(&all, page, per_page),
-            "{case}: page {page} via next"
-        );
-        let Some(next) = link(&reply, "next") else {
-            assert_eq!(page, pages, "{case}: next is missing only on the last page");
-            break;
-        };
-        assert!(next.contains("&cursor="), "{case}: {next}");
-        reply = app.follow(&next, &token).await;
-        assert_eq!(reply.status, 200, "{case}: {}", reply.body);
-    }
-
     let first = app
         .get(&list_path(1, per_page, filter.0, order.0), &token)
         .await;
-    let mut reply = app.follow(&link(&first, "last").unwrap(), &token).await;
-    for page in (1..=pages).rev() {
+    let last = app.follow(&link(&first, "last").unwrap(), &token).await;
+    let forward: Vec<usize> = (1..=pages).collect();
+    walk(app, &token, first, "next", &forward, &all, per_page, &case).await;
+    let backward: Vec<usize> = (1..=pages).rev().collect();
+    walk(app, &token, last, "prev", &backward, &all, per_page, &case).await;
+}
+
+/// Follows `rel` links from `reply`, which must visit exactly `pages` in that order, each page
+/// equal to the plain query's; the link is missing only on the last of them, and carries a
+/// position token wherever it is present.
+#[allow(clippy::too_many_arguments)]
+async fn walk(
+    app: &TestApp,
+    token: &str,
+    mut reply: Reply,
+    rel: &str,
+    pages: &[usize],
+    all: &[String],
+    per_page: usize,
+    case: &str,
+) {
+    for (i, &page) in pages.iter().enumerate() {
         assert_eq!(reply.body["page"], page, "{case}");
         assert_eq!(
             reply.ids(),
-            chunk(&all, page, per_page),
-            "{case}: page {page} via prev"
+            chunk(all, page, per_page),
+            "{case}: page {page} via {rel}"
         );
-        let Some(prev) = link(&reply, "prev") else {
-            assert_eq!(page, 1, "{case}: prev is missing only on page 1");
-            break;
+        let Some(href) = link(&reply, rel) else {
+            assert_eq!(
+                i + 1,
+                pages.len(),
+                "{case}: {rel} is missing only at the end"
+            );
+            return;
         };
-        reply = app.follow(&prev, &token).await;
+        assert!(href.contains("&cursor="), "{case}: {href}");
+        reply = app.follow(&href, token).await;
         assert_eq!(reply.status, 200, "{case}: {}", reply.body);
     }
+    panic!("{case}: {rel} went past page {:?}", pages.last());
 }
 
 #[actix_web::test]
