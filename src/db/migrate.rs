@@ -6,9 +6,8 @@
 
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
-use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -28,8 +27,18 @@ pub async fn run(database_url: &str) -> anyhow::Result<usize> {
 }
 
 fn migrate_blocking(url: &str) -> anyhow::Result<usize> {
-    let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(url)
+    // The wrapper blocks on this runtime, which also drives the connection (over TLS when the
+    // URL asks: see db::connect).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("a runtime for the migrations")?;
+    let conn = runtime
+        .block_on(super::connect::establish(url))
         .context("connecting to the database to migrate")?;
+    let _context = runtime.enter();
+    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
     conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
@@ -40,11 +49,18 @@ fn migrate_blocking(url: &str) -> anyhow::Result<usize> {
 }
 
 /// Creates the database named in `database_url` when it does not exist and the role may create
-/// it. Returns whether it was created.
+/// it. Returns whether it was created. Errors are told apart by SQLSTATE (tokio-postgres keeps
+/// it on connection errors too).
 pub async fn ensure_database(database_url: &str) -> anyhow::Result<bool> {
-    match AsyncPgConnection::establish(database_url).await {
+    use tokio_postgres::error::SqlState;
+    let sqlstate = |err: &anyhow::Error| {
+        err.downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .cloned()
+    };
+    match super::connect::client(database_url).await {
         Ok(_) => return Ok(false),
-        Err(err) if err.to_string().contains("does not exist") => {}
+        Err(err) if sqlstate(&err) == Some(SqlState::INVALID_CATALOG_NAME) => {}
         Err(err) => return Err(err).context("connecting to the database"),
     }
     let mut url = url::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
@@ -55,14 +71,15 @@ pub async fn ensure_database(database_url: &str) -> anyhow::Result<bool> {
         .into_owned();
     anyhow::ensure!(!name.is_empty(), "DATABASE_URL names no database");
     url.set_path("/postgres");
-    let mut admin = AsyncPgConnection::establish(url.as_str())
+    let admin = super::connect::client(url.as_str())
         .await
         .context("connecting to the 'postgres' database to create the database")?;
+    // An identifier, quoted: it comes from the configuration, and cannot be a bind parameter.
     let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-    match diesel::sql_query(statement).execute(&mut admin).await {
-        Ok(_) => Ok(true),
+    match admin.batch_execute(&statement).await {
+        Ok(()) => Ok(true),
         // Another process created it between our two steps.
-        Err(err) if err.to_string().contains("already exists") => Ok(false),
+        Err(err) if err.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
         Err(err) => Err(err).context("creating the database"),
     }
 }
