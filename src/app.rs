@@ -31,6 +31,10 @@ pub struct AppState {
     pub read_cache: ReadCache,
     /// The key that signs position tokens, read from the database on first use.
     pub cursor_key: tokio::sync::OnceCell<Vec<u8>>,
+    /// `USAGE_API_MAX_EVENT_AGE_DAYS`.
+    pub max_event_age_days: u32,
+    /// `USAGE_API_IDEMPOTENCY_TTL_HOURS`.
+    pub idempotency_ttl: chrono::Duration,
 }
 
 impl AppState {
@@ -43,6 +47,8 @@ impl AppState {
             rollup_wake: Default::default(),
             read_cache: ReadCache::default(),
             cursor_key: Default::default(),
+            max_event_age_days: crate::usage::event::DEFAULT_MAX_AGE_DAYS,
+            idempotency_ttl: chrono::Duration::hours(24),
         }
     }
 

@@ -63,9 +63,15 @@ pub enum ApiError {
     /// With the methods the resource does allow.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
+    /// The request lost a race with another one on the same data, every time it was tried.
+    #[error("conflict")]
+    Conflict(#[source] anyhow::Error),
     /// The database cannot be reached right now; the client should retry.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The token's issuer cannot be reached for its keys right now: the token may be fine.
+    #[error("issuer unavailable")]
+    IssuerUnavailable,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -93,6 +99,7 @@ impl ApiError {
         "idempotency_key_reused",
         "not_found",
         "method_not_allowed",
+        "conflict",
         "service_unavailable",
         "internal_error",
     ];
@@ -116,7 +123,8 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
-            Self::Unavailable(_) => "service_unavailable",
+            Self::Conflict(_) => "conflict",
+            Self::Unavailable(_) | Self::IssuerUnavailable => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -143,7 +151,10 @@ impl ApiError {
             }
             Self::NotFound => "The resource does not exist.",
             Self::MethodNotAllowed(_) => "The method is not allowed on this resource.",
-            Self::Unavailable(_) => "The service is temporarily unavailable; retry shortly.",
+            Self::Conflict(_) => "The request conflicted with a concurrent one; retry it.",
+            Self::Unavailable(_) | Self::IssuerUnavailable => {
+                "The service is temporarily unavailable; retry shortly."
+            }
             Self::Internal(_) => "An internal error occurred.",
         }
     }
@@ -178,10 +189,16 @@ impl ApiError {
             Self::MethodNotAllowed(allowed) => {
                 format!("Only {allowed} is allowed on this resource.")
             }
+            Self::Conflict(_) => "Another request changed the same data at the same time, on \
+                                  every attempt; nothing of this one was stored. Send it again."
+                .to_owned(),
             Self::Unavailable(_) => {
                 "The service cannot reach its database; retry after the Retry-After delay."
                     .to_owned()
             }
+            Self::IssuerUnavailable => "The token issuer's signing keys cannot be fetched right \
+                                        now; retry after the Retry-After delay."
+                .to_owned(),
             Self::Internal(_) => {
                 "The error was logged with this response's X-Request-Id.".to_owned()
             }
@@ -237,9 +254,32 @@ impl ApiError {
 }
 
 impl From<diesel::result::Error> for ApiError {
+    /// By the error's kind, which the driver derives from its SQLSTATE: the database out of
+    /// reach (a lost connection, a standby refusing writes, SQLSTATE class 08, 53, 57, 58) is a
+    /// 503; a race that outlived its retries (23505 unique violation, 40001 serialization
+    /// failure, 40P01 deadlock) a 409; anything else a 500.
     fn from(err: diesel::result::Error) -> Self {
-        crate::db::classify_error(err)
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
+        match &err {
+            Error::DatabaseError(
+                Kind::ClosedConnection | Kind::UnableToSendCommand | Kind::ReadOnlyTransaction,
+                _,
+            ) => ApiError::Unavailable(err.into()),
+            _ if is_race(&err) => ApiError::Conflict(err.into()),
+            _ => ApiError::internal(err),
+        }
     }
+}
+
+/// Whether `err` is a lost race that running the whole transaction again may win: a unique
+/// violation (23505: another transaction committed the same key first) or a serialization
+/// failure (40001).
+pub fn is_race(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    matches!(
+        err,
+        Error::DatabaseError(Kind::UniqueViolation | Kind::SerializationFailure, _)
+    )
 }
 
 impl ResponseError for ApiError {
@@ -255,7 +295,8 @@ impl ResponseError for ApiError {
             Self::InsufficientScope { .. } | Self::ForbiddenAccounts(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) | Self::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -264,6 +305,7 @@ impl ResponseError for ApiError {
         match self {
             Self::Internal(source) => tracing::error!(error = ?source, "internal error"),
             Self::Unavailable(source) => tracing::warn!(error = ?source, "database unavailable"),
+            Self::Conflict(source) => tracing::warn!(error = ?source, "conflict after retries"),
             _ => {}
         }
         let description = self.description();
@@ -281,9 +323,14 @@ impl ResponseError for ApiError {
                 response.insert_header((header::WWW_AUTHENTICATE, value));
             }
         }
-        if matches!(self, Self::Unavailable(_)) {
-            response.insert_header((header::RETRY_AFTER, "1"));
+        if matches!(self, Self::Unavailable(_) | Self::IssuerUnavailable) {
+            // Jittered, so that clients turned away together do not come back together.
+            let seconds = rand::random_range(1..=3u8);
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
+        // An error is about this request only: never stored, never sniffed into another type.
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        response.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         if let Self::MethodNotAllowed(allowed) = self {
             response.insert_header((header::ALLOW, *allowed));
         }
@@ -316,11 +363,14 @@ mod tests {
             ApiError::IdempotencyKeyReused,
             ApiError::NotFound,
             ApiError::MethodNotAllowed("GET"),
+            ApiError::Conflict(anyhow::anyhow!("x")),
             ApiError::Unavailable(anyhow::anyhow!("x")),
+            ApiError::IssuerUnavailable,
             ApiError::internal(anyhow::anyhow!("x")),
         ];
         let mut codes: Vec<&str> = all.iter().map(ApiError::code).collect();
         codes.sort_unstable();
+        codes.dedup();
         let mut listed = ApiError::CODES.to_vec();
         listed.sort_unstable();
         assert_eq!(codes, listed);

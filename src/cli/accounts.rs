@@ -119,9 +119,8 @@ pub async fn run(command: AccountsCommand) -> anyhow::Result<()> {
         eprintln!("{reject}");
     }
     let mut conn = super::connect(&args.db).await?;
-    for chunk in accounts.chunks(1000) {
-        accounts::upsert(&mut conn, chunk).await?;
-    }
+    // One transaction: an account that cannot move refuses the whole file.
+    accounts::upsert(&mut conn, &accounts).await?;
     println!("accounts: {}, rejected: {}", accounts.len(), rejects.len());
     Ok(())
 }

@@ -12,8 +12,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::FileFormat;
-use crate::config::DatabaseArgs;
+use crate::config::{DatabaseArgs, EventArgs};
 use crate::usage::bulk;
+use crate::usage::event::Window;
 use crate::usage::ingest::Format;
 
 #[derive(Debug, Args)]
@@ -26,6 +27,8 @@ pub struct IngestArgs {
     /// Write rejected lines here instead of standard error.
     #[arg(long)]
     pub rejects: Option<String>,
+    #[command(flatten)]
+    pub events: EventArgs,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -85,16 +88,23 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         FileFormat::Ndjson => Format::Ndjson,
         FileFormat::Csv => Format::Csv,
     };
-    let counts = bulk::load(&args.db.database_url, input, format, &mut |reject| {
-        let mut write = || writeln!(rejects, "line {}: {}", reject.line, reject.reason);
-        let result = match &bar {
-            Some(bar) => bar.suspend(write),
-            None => write(),
-        };
-        if let Err(err) = result {
-            write_error.get_or_insert(err);
-        }
-    })
+    let window = Window::now(args.events.max_event_age_days);
+    let counts = bulk::load(
+        &args.db.database_url,
+        input,
+        format,
+        window,
+        &mut |reject| {
+            let mut write = || writeln!(rejects, "line {}: {}", reject.line, reject.reason);
+            let result = match &bar {
+                Some(bar) => bar.suspend(write),
+                None => write(),
+            };
+            if let Err(err) = result {
+                write_error.get_or_insert(err);
+            }
+        },
+    )
     .await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();

@@ -31,7 +31,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    rollup_dirty (account_id, month) {
+    rollup_dirty (organization_id, account_id, month) {
         account_id -> Text,
         month -> Date,
         organization_id -> Text,
@@ -48,15 +48,16 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_event_ids (event_id) {
+    usage_event_ids (organization_id, event_id) {
         event_id -> Text,
         account_id -> Text,
         occurred_at -> Timestamptz,
+        organization_id -> Text,
     }
 }
 
 diesel::table! {
-    usage_events (seq, occurred_at) {
+    usage_events (organization_id, occurred_at, seq) {
         seq -> Int8,
         event_id -> Text,
         account_id -> Text,
@@ -73,11 +74,12 @@ diesel::table! {
         quantity -> Numeric,
         occurred_at -> Timestamptz,
         ingested_at -> Timestamptz,
+        organization_id -> Text,
     }
 }
 
 diesel::table! {
-    usage_monthly (id) {
+    usage_monthly (organization_id, id) {
         id -> Uuid,
         organization_id -> Text,
         account_id -> Text,
@@ -100,12 +102,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_voids (event_id) {
+    usage_voids (organization_id, event_id) {
         event_id -> Text,
         voided_event_id -> Text,
         account_id -> Text,
         month -> Date,
         created_at -> Timestamptz,
+        organization_id -> Text,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `POST /express/usage/events`: a producer sends a batch of raw events (a JSON array, or NDJSON)
-//! and learns, per event, whether it was accepted, a duplicate, or rejected and why. Events may
-//! only name accounts of the caller's organization. An `Idempotency-Key` replays the stored
-//! answer of the first request that used it.
+//! and learns, per event, whether it was accepted, a duplicate, or rejected and why. An event
+//! naming an account that is not the caller's organization's is rejected `unknown_account`
+//! (whether the account exists elsewhere or nowhere), the others are kept. An `Idempotency-Key`
+//! replays the stored answer of the first request that used it, for a day by default.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -14,8 +15,7 @@ use crate::app::AppState;
 use crate::auth::{Principal, WRITE_SCOPE};
 use crate::db::pool;
 use crate::error::{ApiError, ApiResult};
-use crate::usage::accounts;
-use crate::usage::event::{Entry, RawEvent};
+use crate::usage::event::{split_reason, Entry, RawEvent, Window};
 use crate::usage::ingest::{self, IdempotencyKey, Outcome, Submission};
 
 /// Largest accepted body.
@@ -141,13 +141,27 @@ fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct EventResult {
     index: usize,
     event_id: Option<String>,
     status: &'static str,
+    /// A stable code (`unknown_account`, `out_of_range`) or, for a malformed event, what is
+    /// wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// What a coded reason means for this event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+impl EventResult {
+    fn reject(&mut self, reason: &str) {
+        let (code, description) = split_reason(reason);
+        self.status = "rejected";
+        self.reason = Some(code.to_owned());
+        self.description = description.map(str::to_owned);
+    }
 }
 
 #[derive(Serialize)]
@@ -170,87 +184,17 @@ pub async fn ingest(
     let format = body_format(&req, &body)?;
     let parsed = parse_events(format, &body)?;
     let organization = principal.organization_id.as_str();
-
-    // The ownership rule first: naming any account outside the organization refuses the batch.
-    let mut named: Vec<String> = parsed
-        .iter()
-        .filter_map(|(_, raw)| raw.as_ref().ok()?.account_id.clone())
-        .filter(|id| !id.trim().is_empty())
-        .collect();
-    named.sort_unstable();
-    named.dedup();
-    let mut conn = pool::connection(&state.pool).await?;
-    let foreign = accounts::foreign_accounts(&mut conn, organization, &named).await?;
-    if !foreign.is_empty() {
-        return Err(ApiError::ForbiddenAccounts(foreign));
-    }
-
-    // Check every event; the valid ones are stored, in order.
-    let mut results: Vec<EventResult> = Vec::with_capacity(parsed.len());
-    let mut valid: Vec<Entry> = Vec::new();
-    let mut slots: Vec<usize> = Vec::new();
-    for (index, raw) in parsed {
-        let event_id = raw.as_ref().ok().and_then(|r| r.event_id.clone());
-        match raw.and_then(RawEvent::into_entry) {
-            Ok(entry) => {
-                slots.push(results.len());
-                valid.push(entry);
-                results.push(EventResult {
-                    index,
-                    event_id,
-                    status: "accepted",
-                    reason: None,
-                });
-            }
-            Err(reason) => results.push(EventResult {
-                index,
-                event_id,
-                status: "rejected",
-                reason: Some(reason),
-            }),
-        }
-    }
-    let request_hash = {
-        let mut digest = Sha256::new();
-        digest.update([format as u8]);
-        digest.update(&body);
-        digest
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let (results, valid, slots) = check_events(parsed, &Window::now(state.max_event_age_days));
+    let request_hash = request_hash(format, &body);
     let key = key.as_deref().map(|key| IdempotencyKey {
         key,
         request_hash: &request_hash,
+        expired_before: chrono::Utc::now() - state.idempotency_ttl,
     });
-    let submission = ingest::submit(
-        &mut conn,
-        organization,
-        key,
-        &valid,
-        |outcomes: &[Outcome]| {
-            for (slot, outcome) in slots.iter().zip(outcomes) {
-                let result = &mut results[*slot];
-                match outcome {
-                    Outcome::Accepted => {}
-                    Outcome::Duplicate => result.status = "duplicate",
-                    Outcome::Rejected(reason) => {
-                        result.status = "rejected";
-                        result.reason = Some(reason.clone());
-                    }
-                }
-            }
-            let count = |status: &str| results.iter().filter(|r| r.status == status).count();
-            let report = IngestReport {
-                accepted: count("accepted"),
-                duplicate: count("duplicate"),
-                rejected: count("rejected"),
-                results,
-            };
-            serde_json::to_string(&report).unwrap_or_default()
-        },
-    )
+    let mut conn = pool::connection(&state.pool).await?;
+    let submission = ingest::submit(&mut conn, organization, key, &valid, |outcomes| {
+        report(results.clone(), &slots, outcomes)
+    })
     .await?;
     drop(conn);
     let (body, replayed) = match submission {
@@ -267,4 +211,66 @@ pub async fn ingest(
         response.insert_header(("Idempotent-Replayed", "true"));
     }
     Ok(response.body(body))
+}
+
+/// Checks every event: a result per event (rejected ones final), the valid entries in order,
+/// and the result slot of each valid entry.
+fn check_events(
+    parsed: Vec<(usize, Result<RawEvent, String>)>,
+    window: &Window,
+) -> (Vec<EventResult>, Vec<Entry>, Vec<usize>) {
+    let mut results: Vec<EventResult> = Vec::with_capacity(parsed.len());
+    let mut valid: Vec<Entry> = Vec::new();
+    let mut slots: Vec<usize> = Vec::new();
+    for (index, raw) in parsed {
+        let event_id = raw.as_ref().ok().and_then(|r| r.event_id.clone());
+        let mut result = EventResult {
+            index,
+            event_id,
+            status: "accepted",
+            reason: None,
+            description: None,
+        };
+        match raw.and_then(|raw| raw.into_entry(window)) {
+            Ok(entry) => {
+                slots.push(results.len());
+                valid.push(entry);
+            }
+            Err(reason) => result.reject(&reason),
+        }
+        results.push(result);
+    }
+    (results, valid, slots)
+}
+
+/// The digest an `Idempotency-Key` is bound to: the body as sent, and how it was read.
+fn request_hash(format: BodyFormat, body: &[u8]) -> String {
+    let mut digest = Sha256::new();
+    digest.update([format as u8]);
+    digest.update(body);
+    digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The answer: every event's result, with the store's outcome in the slots of valid ones.
+fn report(mut results: Vec<EventResult>, slots: &[usize], outcomes: &[Outcome]) -> String {
+    for (slot, outcome) in slots.iter().zip(outcomes) {
+        let result = &mut results[*slot];
+        match outcome {
+            Outcome::Accepted => {}
+            Outcome::Duplicate => result.status = "duplicate",
+            Outcome::Rejected(reason) => result.reject(reason),
+        }
+    }
+    let count = |status: &str| results.iter().filter(|r| r.status == status).count();
+    let report = IngestReport {
+        accepted: count("accepted"),
+        duplicate: count("duplicate"),
+        rejected: count("rejected"),
+        results,
+    };
+    serde_json::to_string(&report).unwrap_or_default()
 }

@@ -1,11 +1,13 @@
 //! Organizations and their accounts: the ownership rule, and the upsert used by
-//! `usage-api accounts import`.
+//! `usage-api accounts import` (which moves an account's usage along with it).
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::db::schema::{accounts, organizations, usage_monthly};
+use crate::db::schema::{
+    accounts, organizations, usage_event_ids, usage_events, usage_monthly, usage_voids,
+};
 
 /// Of `ids`, those that are not accounts of `organization_id` — whether they belong to another
 /// organization or do not exist at all: the two must look the same to the caller.
@@ -35,9 +37,36 @@ pub struct NewAccount {
     pub name: String,
 }
 
-/// Upserts the organizations and accounts (an account may move to another organization).
+/// Rows per INSERT statement (Postgres allows 65,535 bind parameters per statement).
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Why an import changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Event ids are unique per organization: an account cannot bring along an id its new
+    /// organization already has.
+    #[error(
+        "account '{account}' cannot move to organization '{organization}': its event id \
+         '{event_id}' is already used there (nothing was imported)"
+    )]
+    IdCollision {
+        account: String,
+        organization: String,
+        event_id: String,
+    },
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+/// Upserts the organizations and accounts. An account may move to another organization: it
+/// takes its events, their ids, its voids and its aggregates along, in the same transaction;
+/// if one of its event ids is already used in the new organization, nothing of the batch
+/// changes (it is one transaction, whatever its size).
 /// Returns how many account rows were inserted or changed.
-pub async fn upsert(conn: &mut AsyncPgConnection, batch: &[NewAccount]) -> QueryResult<usize> {
+pub async fn upsert(
+    conn: &mut AsyncPgConnection,
+    batch: &[NewAccount],
+) -> Result<usize, ImportError> {
     if batch.is_empty() {
         return Ok(0);
     }
@@ -49,59 +78,127 @@ pub async fn upsert(conn: &mut AsyncPgConnection, batch: &[NewAccount]) -> Query
         .map(|id| organizations::id.eq(*id))
         .collect();
     conn.transaction(async |conn| {
-        diesel::insert_into(organizations::table)
-            .values(&rows)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-        let changed = diesel::insert_into(accounts::table)
-            .values(batch)
-            .on_conflict(accounts::id)
-            .do_update()
-            .set((
-                accounts::organization_id.eq(excluded(accounts::organization_id)),
-                accounts::name.eq(excluded(accounts::name)),
-                accounts::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await?;
-        // An account that moved takes its aggregates along at once: the old organization must
-        // not go on reading them until the next rollup.
-        let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
-        let mut moved: Vec<(String, chrono::NaiveDate, String)> =
-            diesel::update(usage_monthly::table)
-                .filter(usage_monthly::account_id.eq_any(&ids))
-                .filter(
-                    usage_monthly::organization_id.ne_all(
-                        accounts::table
-                            .filter(accounts::id.eq(usage_monthly::account_id))
-                            .select(accounts::organization_id),
-                    ),
-                )
-                .set(
-                    usage_monthly::organization_id.eq(accounts::table
-                        .filter(accounts::id.eq(usage_monthly::account_id))
-                        .select(accounts::organization_id)
-                        .single_value()
-                        .assume_not_null()),
-                )
-                .returning((
-                    usage_monthly::account_id,
-                    usage_monthly::month,
-                    usage_monthly::organization_id,
-                ))
-                .get_results(conn)
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            diesel::insert_into(organizations::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .execute(conn)
                 .await?;
-        // And their groups are marked dirty: a rollup running right now may write the old
-        // organization back from its snapshot; the mark makes the next run set it right.
-        moved.sort_unstable();
-        moved.dedup();
-        let keys: Vec<(&str, chrono::NaiveDate, &str)> = moved
+        }
+        let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
+        let current: Vec<(String, String)> = accounts::table
+            .filter(accounts::id.eq_any(&ids))
+            .select((accounts::id, accounts::organization_id))
+            .for_update()
+            .load(conn)
+            .await?;
+        let moving: Vec<&NewAccount> = batch
             .iter()
-            .map(|(account, month, org)| (account.as_str(), *month, org.as_str()))
+            .filter(|a| {
+                current
+                    .iter()
+                    .any(|(id, org)| *id == a.id && *org != a.organization_id)
+            })
             .collect();
-        super::ingest::mark_dirty(conn, &keys).await?;
+        for account in &moving {
+            refuse_collisions(conn, account).await?;
+        }
+        let mut changed = 0;
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            changed += diesel::insert_into(accounts::table)
+                .values(chunk)
+                .on_conflict(accounts::id)
+                .do_update()
+                .set((
+                    accounts::organization_id.eq(excluded(accounts::organization_id)),
+                    accounts::name.eq(excluded(accounts::name)),
+                    accounts::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+        }
+        for account in &moving {
+            move_usage(conn, account).await?;
+        }
         Ok(changed)
     })
     .await
+}
+
+/// Refuses the move of `account` when one of its event ids exists in its new organization.
+async fn refuse_collisions(
+    conn: &mut AsyncPgConnection,
+    account: &NewAccount,
+) -> Result<(), ImportError> {
+    let theirs = diesel::alias!(usage_event_ids as theirs);
+    let clash: Option<String> = usage_event_ids::table
+        .filter(usage_event_ids::account_id.eq(&account.id))
+        .filter(diesel::dsl::exists(
+            theirs
+                .filter(
+                    theirs
+                        .field(usage_event_ids::organization_id)
+                        .eq(&account.organization_id),
+                )
+                .filter(
+                    theirs
+                        .field(usage_event_ids::event_id)
+                        .eq(usage_event_ids::event_id),
+                ),
+        ))
+        .select(usage_event_ids::event_id)
+        .first(conn)
+        .await
+        .optional()?;
+    match clash {
+        Some(event_id) => Err(ImportError::IdCollision {
+            account: account.id.clone(),
+            organization: account.organization_id.clone(),
+            event_id,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Moves an account's events, ledger entries, voids and aggregates to its new organization.
+async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> QueryResult<()> {
+    let (id, org) = (account.id.as_str(), account.organization_id.as_str());
+    diesel::update(usage_events::table)
+        .filter(usage_events::account_id.eq(id))
+        .filter(usage_events::organization_id.ne(org))
+        .set(usage_events::organization_id.eq(org))
+        .execute(conn)
+        .await?;
+    diesel::update(usage_event_ids::table)
+        .filter(usage_event_ids::account_id.eq(id))
+        .set(usage_event_ids::organization_id.eq(org))
+        .execute(conn)
+        .await?;
+    diesel::update(usage_voids::table)
+        .filter(usage_voids::account_id.eq(id))
+        .set(usage_voids::organization_id.eq(org))
+        .execute(conn)
+        .await?;
+    // The aggregates go at once: the old organization must not go on reading them until the
+    // next rollup…
+    let mut moved: Vec<(String, String, chrono::NaiveDate)> = diesel::update(usage_monthly::table)
+        .filter(usage_monthly::account_id.eq(id))
+        .filter(usage_monthly::organization_id.ne(org))
+        .set(usage_monthly::organization_id.eq(org))
+        .returning((
+            usage_monthly::organization_id,
+            usage_monthly::account_id,
+            usage_monthly::month,
+        ))
+        .get_results(conn)
+        .await?;
+    // …and their groups are marked dirty: a rollup running right now may write the old
+    // organization back from its snapshot; the mark makes the next run set it right.
+    moved.sort_unstable();
+    moved.dedup();
+    let keys: Vec<(&str, &str, chrono::NaiveDate)> = moved
+        .iter()
+        .map(|(org, account, month)| (org.as_str(), account.as_str(), *month))
+        .collect();
+    super::ingest::mark_dirty(conn, &keys).await
 }

@@ -17,7 +17,7 @@ use chrono::{NaiveDate, SecondsFormat};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use super::event::{Entry, NewEvent, NewVoid, RawEvent};
+use super::event::{coded, Entry, NewEvent, NewVoid, Window, UNKNOWN_ACCOUNT};
 use super::ingest::{self, month_of, Counts, Format, Outcome, Records, Reject};
 
 /// Events per COPY batch (and transaction)…
@@ -53,10 +53,11 @@ pub async fn load(
     database_url: &str,
     input: Box<dyn BufRead + Send>,
     format: Format,
+    window: Window,
     on_reject: &mut dyn FnMut(Reject),
 ) -> anyhow::Result<Counts> {
     let (sender, batches) = mpsc::channel::<Staged>(LOADERS);
-    let parser = std::thread::spawn(move || parse(input, format, sender));
+    let parser = std::thread::spawn(move || parse(input, format, window, sender));
     let batches = Arc::new(tokio::sync::Mutex::new(batches));
 
     // Loaders take batches as they come and report back here, where rejects are told in order
@@ -64,9 +65,7 @@ pub async fn load(
     let (reports, mut reported) = mpsc::unbounded_channel::<Report>();
     let mut loaders = Vec::new();
     for _ in 0..LOADERS {
-        let (client, connection) =
-            tokio_postgres::connect(database_url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
+        let client = crate::db::connect::client(database_url).await?;
         client.batch_execute(STAGING).await?;
         loaders.push(tokio::spawn(loader(
             client,
@@ -94,11 +93,7 @@ pub async fn load(
 
     // Voids last, once every event of the file is in: a void may name any of them.
     if !voids.is_empty() {
-        let mut conn =
-            <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
-                database_url,
-            )
-            .await?;
+        let mut conn = crate::db::connect::establish(database_url).await?;
         for chunk in voids.chunks(ingest::BATCH_SIZE) {
             let entries: Vec<Entry> = chunk.iter().map(|(_, v)| Entry::Void(v.clone())).collect();
             let outcomes = ingest::insert_entries(&mut conn, &entries, None).await?;
@@ -195,7 +190,10 @@ async fn load_batch(
     for (line, account) in lines.into_iter().zip(accounts) {
         report.rejects.push(Reject {
             line: line as u64,
-            reason: format!("unknown account '{account}'"),
+            reason: coded(
+                UNKNOWN_ACCOUNT,
+                format!("'{account}' is not an account of this organization"),
+            ),
         });
     }
     Ok(())
@@ -205,12 +203,13 @@ async fn load_batch(
 fn parse(
     input: Box<dyn BufRead + Send>,
     format: Format,
+    window: Window,
     batches: mpsc::Sender<Staged>,
 ) -> anyhow::Result<()> {
     let mut records = Records::new(input, format)?;
     let mut batch = Staged::default();
     while let Some((line, raw)) = records.next_record()? {
-        match raw.and_then(RawEvent::into_entry) {
+        match raw.and_then(|raw| raw.into_entry(&window)) {
             Ok(Entry::Event(event)) => {
                 encode(&mut batch.copy, line, &event);
                 batch.months.insert(month_of(&event));
@@ -281,7 +280,7 @@ mod tests {
             r#"{"event_id":"e\t1","account_id":"a","product_id":"p\\x","aggr_product_id":"ap","type":"CALL","unit":"MINUTES","description":"two\nlines","occurred_at":"2023-08-31T23:59:59.999999Z","quantity":"1.50","unit_price":"0.0001","currency":"USD"}"#,
         )
         .unwrap()
-        .validate()
+        .validate(&Window::default())
         .unwrap();
         e.resolution = Some("ANSWERED".into());
         let mut out = Vec::new();

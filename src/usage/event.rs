@@ -14,6 +14,57 @@ use super::model::{
 };
 use crate::db::schema::usage_events;
 
+/// Default of `USAGE_API_MAX_EVENT_AGE_DAYS`: the oldest `occurred_at` accepted, in days.
+pub const DEFAULT_MAX_AGE_DAYS: u32 = 3650;
+
+/// The stable reason of an event refused because its account is not one of the organization's
+/// (or does not exist: the two look the same).
+pub const UNKNOWN_ACCOUNT: &str = "unknown_account";
+/// The stable reason of an event dated outside the accepted window.
+pub const OUT_OF_RANGE: &str = "out_of_range";
+
+/// A refusal with a stable code reads `code: description`; `split_reason` takes it apart for
+/// the HTTP report (the code alone is the `reason`), files print it whole.
+pub fn coded(code: &str, description: impl std::fmt::Display) -> String {
+    format!("{code}: {description}")
+}
+
+/// The stable code and the description of a reason, when it has a code.
+pub fn split_reason(reason: &str) -> (&str, Option<&str>) {
+    for code in [UNKNOWN_ACCOUNT, OUT_OF_RANGE] {
+        if let Some(rest) = reason.strip_prefix(code).and_then(|r| r.strip_prefix(": ")) {
+            return (code, Some(rest));
+        }
+    }
+    (reason, None)
+}
+
+/// When an event may have happened: at most `max_age_days` before now and one day after it
+/// (clock skew). Taken once per batch, so every event of it is judged by the same clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub oldest: DateTime<Utc>,
+    pub newest: DateTime<Utc>,
+    pub max_age_days: u32,
+}
+
+impl Window {
+    pub fn now(max_age_days: u32) -> Self {
+        let now = Utc::now();
+        Window {
+            oldest: now - chrono::Duration::days(i64::from(max_age_days)),
+            newest: now + chrono::Duration::days(1),
+            max_age_days,
+        }
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::now(DEFAULT_MAX_AGE_DAYS)
+    }
+}
+
 /// Largest accepted quantity or unit price (exclusive).
 const MAX_MAGNITUDE: i64 = 1_000_000_000_000_000;
 /// Most decimal places of a quantity or unit price.
@@ -66,6 +117,9 @@ pub struct RawEvent {
 pub struct NewVoid {
     pub event_id: String,
     pub voids: String,
+    /// The account of the voided event: required in files (it names the organization), optional
+    /// over HTTP (the token names it).
+    pub account_id: Option<String>,
 }
 
 /// One line of input: an event, or a void of an earlier one.
@@ -169,8 +223,9 @@ impl RawEvent {
         }
     }
 
-    /// A void when `voids` is set (it then needs only `event_id`), else an event.
-    pub fn into_entry(self) -> Result<Entry, String> {
+    /// A void when `voids` is set (it then needs only `event_id`, and `account_id` in files),
+    /// else an event dated inside `window`.
+    pub fn into_entry(self, window: &Window) -> Result<Entry, String> {
         match present(self.voids.clone()) {
             Some(voids) => {
                 let event_id = identifier("event_id", self.event_id)?;
@@ -178,14 +233,22 @@ impl RawEvent {
                 if voids == event_id {
                     return Err("an event cannot void itself".to_owned());
                 }
-                Ok(Entry::Void(NewVoid { event_id, voids }))
+                let account_id = match present(self.account_id) {
+                    Some(account) => Some(identifier("account_id", Some(account))?),
+                    None => None,
+                };
+                Ok(Entry::Void(NewVoid {
+                    event_id,
+                    voids,
+                    account_id,
+                }))
             }
-            None => self.validate().map(Entry::Event),
+            None => self.validate(window).map(Entry::Event),
         }
     }
 
     /// Checks every field; the first problem is the reason the event is refused.
-    pub fn validate(self) -> Result<NewEvent, String> {
+    pub fn validate(self, window: &Window) -> Result<NewEvent, String> {
         let usage_type = required("type", self.usage_type)?;
         let unit = required("unit", self.unit)?;
         let quantity = decimal("quantity", required("quantity", self.quantity)?)?;
@@ -204,7 +267,7 @@ impl RawEvent {
             return Err(format!("currency '{currency}' is not an ISO 4217 code"));
         }
         let occurred_at = required("occurred_at", self.occurred_at)?;
-        let occurred_at = timestamp(&occurred_at)?;
+        let occurred_at = timestamp(&occurred_at, window)?;
         Ok(NewEvent {
             event_id: identifier("event_id", self.event_id)?,
             account_id: identifier("account_id", self.account_id)?,
@@ -276,10 +339,10 @@ fn storable(name: &str, value: String) -> Result<String, String> {
     }
 }
 
-/// An RFC 3339 instant inside the window billing data can come from: from 1970 up to a day
-/// ahead of now (clock skew). Outside it, years like 0000 or 10000 would not even print as
-/// `YYYY-MM`.
-fn timestamp(text: &str) -> Result<DateTime<Utc>, String> {
+/// An RFC 3339 instant inside the window billing data can come from (`out_of_range` outside
+/// it: a year like 0000 or 10000 would not even print as `YYYY-MM`, and every month of a long
+/// span would need a partition of its own).
+fn timestamp(text: &str, window: &Window) -> Result<DateTime<Utc>, String> {
     let at = DateTime::parse_from_rfc3339(text)
         .map_err(|_| format!("occurred_at '{text}' is not an RFC 3339 timestamp"))?
         .with_timezone(&Utc);
@@ -292,11 +355,14 @@ fn timestamp(text: &str) -> Result<DateTime<Utc>, String> {
     let at = at
         .with_nanosecond(at.timestamp_subsec_micros() * 1_000)
         .unwrap_or(at);
-    if at < DateTime::UNIX_EPOCH {
-        return Err(format!("occurred_at '{text}' is before 1970"));
+    if at < window.oldest {
+        let days = window.max_age_days;
+        let why = format!("occurred_at '{text}' is more than {days} days in the past");
+        return Err(coded(OUT_OF_RANGE, why));
     }
-    if at > Utc::now() + chrono::Duration::days(1) {
-        return Err(format!("occurred_at '{text}' is in the future"));
+    if at > window.newest {
+        let why = format!("occurred_at '{text}' is more than a day in the future");
+        return Err(coded(OUT_OF_RANGE, why));
     }
     Ok(at)
 }
@@ -355,7 +421,7 @@ mod tests {
     use super::*;
 
     fn event(json: &str) -> Result<NewEvent, String> {
-        RawEvent::from_json(json)?.validate()
+        RawEvent::from_json(json)?.validate(&Window::default())
     }
 
     const GOOD: &str = r#"{"event_id":"e1","account_id":"a1","product_id":"p","aggr_product_id":"ap","type":"CALL","unit":"MINUTES","occurred_at":"2023-08-31T23:59:59.999999Z","quantity":0.000001,"unit_price":"0.0001","currency":"USD"}"#;
@@ -433,11 +499,11 @@ mod tests {
             ),
             (
                 GOOD.replace("2023-08-31T23:59:59.999999Z", "0000-06-15T00:00:00Z"),
-                "occurred_at '0000-06-15T00:00:00Z' is before 1970",
+                "out_of_range: occurred_at '0000-06-15T00:00:00Z' is more than 3650 days in the past",
             ),
             (
                 GOOD.replace("2023-08-31T23:59:59.999999Z", "9999-12-31T23:59:59-01:00"),
-                "occurred_at '9999-12-31T23:59:59-01:00' is in the future",
+                "out_of_range: occurred_at '9999-12-31T23:59:59-01:00' is more than a day in the future",
             ),
         ];
         for (json, reason) in cases {
@@ -466,7 +532,7 @@ mod tests {
         ] {
             raw.set(k, v);
         }
-        let e = raw.validate().unwrap();
+        let e = raw.validate(&Window::default()).unwrap();
         assert_eq!(
             (e.direction, e.resolution.as_deref()),
             (None, Some("ANSWERED"))

@@ -1,4 +1,4 @@
-//! Storing raw events, idempotent by `event_id`: checked batches (HTTP, demo) go through
+//! Storing raw events, idempotent by `event_id` within an organization: checked batches (HTTP, demo) go through
 //! `insert_entries`/`submit`; files are read by `Records` and loaded by `bulk`. A bad line never
 //! stops a load and is never dropped silently: it is reported with its line number and reason.
 
@@ -9,12 +9,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::event::{Entry, NewEvent, NewVoid, RawEvent};
+use super::event::{coded, Entry, NewEvent, NewVoid, RawEvent, UNKNOWN_ACCOUNT};
 use super::model::Month;
 use super::partitions;
 use crate::db::schema::{accounts, rollup_dirty, usage_event_ids, usage_events, usage_voids};
 
-/// Events per INSERT (15 bind parameters each; Postgres allows 65,535 per statement).
+/// Events per INSERT (16 bind parameters each; Postgres allows 65,535 per statement).
 pub const BATCH_SIZE: usize = 1000;
 /// Longest accepted NDJSON line, in bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -48,15 +48,14 @@ pub enum Outcome {
 }
 
 /// Inserts checked events in one transaction; answers, per event, whether it was new, a
-/// duplicate of one already stored (or earlier in the batch), or refused because its account is
-/// unknown.
+/// duplicate of one already stored in its organization (or earlier in the batch), or refused
+/// because its account is unknown. Each event's organization is its account's.
 pub async fn insert_events(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent],
 ) -> QueryResult<Vec<Outcome>> {
-    ensure_partitions(conn, events).await?;
-    conn.transaction(async |conn| insert_events_in(conn, events).await)
-        .await
+    let entries: Vec<Entry> = events.iter().cloned().map(Entry::Event).collect();
+    insert_entries(conn, &entries, None).await
 }
 
 /// Creates the partitions `events` need, each in its own short statement: creating a partition
@@ -72,122 +71,19 @@ pub async fn ensure_partitions(
     partitions::ensure(conn, &months).await
 }
 
-/// `insert_events` inside the caller's transaction (after `ensure_partitions`): the ledger
-/// claims each new event id, the events go to their month's partition, and every
-/// (account, month) they touch is marked dirty for the rollup — all or nothing with the caller's
-/// transaction.
-pub async fn insert_events_in(
-    conn: &mut AsyncPgConnection,
-    events: &[NewEvent],
-) -> QueryResult<Vec<Outcome>> {
-    let (outcomes, dirty) = store_events(conn, events, None).await?;
-    mark_dirty_keys(conn, dirty).await?;
-    Ok(outcomes)
-}
-
-/// A dirty (account, month) and the account's organization.
-type DirtyKey = (String, NaiveDate, String);
+/// A dirty (organization, account, month): the rollup queue's key, in its primary key's order.
+type DirtyKey = (String, String, NaiveDate);
 
 /// Marks the keys dirty, sorted and once each: every transaction takes marks in the same order,
 /// so concurrent ones wait for each other instead of deadlocking.
 async fn mark_dirty_keys(conn: &mut AsyncPgConnection, mut keys: Vec<DirtyKey>) -> QueryResult<()> {
     keys.sort_unstable();
     keys.dedup();
-    let keys: Vec<(&str, NaiveDate, &str)> = keys
+    let keys: Vec<(&str, &str, NaiveDate)> = keys
         .iter()
-        .map(|(account, month, org)| (account.as_str(), *month, org.as_str()))
+        .map(|(org, account, month)| (org.as_str(), account.as_str(), *month))
         .collect();
     mark_dirty(conn, &keys).await
-}
-
-/// Stores events and answers for each, with the (account, month) keys they made dirty (not yet
-/// marked). With `organization`, accounts of any other organization count as unknown: the
-/// caller checked ownership before its transaction, and this holds even if an account moved
-/// since.
-async fn store_events(
-    conn: &mut AsyncPgConnection,
-    events: &[NewEvent],
-    organization: Option<&str>,
-) -> QueryResult<(Vec<Outcome>, Vec<DirtyKey>)> {
-    let mut ids: Vec<&str> = events.iter().map(|e| e.account_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let owners: HashMap<String, String> = accounts::table
-        .filter(accounts::id.eq_any(&ids))
-        .select((accounts::id, accounts::organization_id))
-        .load::<(String, String)>(conn)
-        .await?
-        .into_iter()
-        .filter(|(_, owner)| organization.is_none_or(|org| org == owner))
-        .collect();
-    // The first occurrence of each id in the batch is the candidate; later ones are duplicates.
-    // Sorted by event id so that concurrent batches lock ledger entries in the same order.
-    let mut seen = HashSet::new();
-    let mut candidates: Vec<&NewEvent> = events
-        .iter()
-        .filter(|e| owners.contains_key(&e.account_id) && seen.insert(e.event_id.as_str()))
-        .collect();
-    candidates.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
-
-    let mut inserted: HashSet<String> = HashSet::new();
-    for chunk in candidates.chunks(BATCH_SIZE) {
-        let claims: Vec<_> = chunk
-            .iter()
-            .map(|e| {
-                (
-                    usage_event_ids::event_id.eq(&e.event_id),
-                    usage_event_ids::account_id.eq(&e.account_id),
-                    usage_event_ids::occurred_at.eq(e.occurred_at),
-                )
-            })
-            .collect();
-        let new: HashSet<String> = diesel::insert_into(usage_event_ids::table)
-            .values(&claims)
-            .on_conflict_do_nothing()
-            .returning(usage_event_ids::event_id)
-            .get_results::<String>(conn)
-            .await?
-            .into_iter()
-            .collect();
-        let rows: Vec<&NewEvent> = chunk
-            .iter()
-            .filter(|e| new.contains(&e.event_id))
-            .copied()
-            .collect();
-        if !rows.is_empty() {
-            diesel::insert_into(usage_events::table)
-                .values(rows)
-                .execute(conn)
-                .await?;
-        }
-        inserted.extend(new);
-    }
-
-    let dirty: Vec<DirtyKey> = candidates
-        .iter()
-        .filter(|e| inserted.contains(&e.event_id))
-        .map(|e| {
-            (
-                e.account_id.clone(),
-                month_of(e),
-                owners[&e.account_id].clone(),
-            )
-        })
-        .collect();
-
-    let outcomes = events
-        .iter()
-        .map(|event| {
-            if !owners.contains_key(&event.account_id) {
-                Outcome::Rejected(format!("unknown account '{}'", event.account_id))
-            } else if inserted.remove(&event.event_id) {
-                Outcome::Accepted
-            } else {
-                Outcome::Duplicate
-            }
-        })
-        .collect();
-    Ok((outcomes, dirty))
 }
 
 /// The UTC month (its first day) of an event.
@@ -195,27 +91,31 @@ pub fn month_of(event: &NewEvent) -> NaiveDate {
     Month::from_date(event.occurred_at.date_naive()).first_day()
 }
 
-/// Marks (account, month, organization) dirty. `DO UPDATE` (not `DO NOTHING`) on purpose: if a
+/// Marks (organization, account, month) dirty. `DO UPDATE` (not `DO NOTHING`) on purpose: if a
 /// rollup holds the mark locked, this waits for it to commit and then writes the mark anew, so
 /// events committed after the rollup's snapshot are never left unmarked. Keys must be sorted.
 pub async fn mark_dirty(
     conn: &mut AsyncPgConnection,
-    keys: &[(&str, NaiveDate, &str)],
+    keys: &[(&str, &str, NaiveDate)],
 ) -> QueryResult<()> {
     for chunk in keys.chunks(BATCH_SIZE) {
         let rows: Vec<_> = chunk
             .iter()
-            .map(|(account, month, organization)| {
+            .map(|(organization, account, month)| {
                 (
+                    rollup_dirty::organization_id.eq(*organization),
                     rollup_dirty::account_id.eq(*account),
                     rollup_dirty::month.eq(*month),
-                    rollup_dirty::organization_id.eq(*organization),
                 )
             })
             .collect();
         diesel::insert_into(rollup_dirty::table)
             .values(&rows)
-            .on_conflict((rollup_dirty::account_id, rollup_dirty::month))
+            .on_conflict((
+                rollup_dirty::organization_id,
+                rollup_dirty::account_id,
+                rollup_dirty::month,
+            ))
             .do_update()
             .set(rollup_dirty::marked_at.eq(rollup_dirty::marked_at))
             .execute(conn)
@@ -336,6 +236,9 @@ impl<R: BufRead> Records<R> {
 pub struct IdempotencyKey<'a> {
     pub key: &'a str,
     pub request_hash: &'a str,
+    /// Answers stored before this instant have expired (`USAGE_API_IDEMPOTENCY_TTL_HOURS`): the
+    /// key is then free again, whether or not the cleaning job has deleted it yet.
+    pub expired_before: DateTime<Utc>,
 }
 
 /// What became of a submitted batch.
@@ -351,81 +254,441 @@ pub enum Submission {
 
 /// Inserts a batch for `organization` and renders the answer, at most once per idempotency key:
 /// the key is claimed first in the same transaction as the events, so a concurrent repeat waits
-/// for this one and then replays its answer; a crash loses both or neither.
+/// for this one and then replays its answer; a crash loses both or neither. A transaction that
+/// loses a race is run again whole (`retrying`).
 pub async fn submit(
     conn: &mut AsyncPgConnection,
     organization: &str,
     key: Option<IdempotencyKey<'_>>,
     entries: &[Entry],
-    render: impl FnOnce(&[Outcome]) -> String + Send,
+    render: impl Fn(&[Outcome]) -> String + Send + Sync,
 ) -> QueryResult<Submission> {
-    use crate::db::schema::idempotency_keys as keys;
     ensure_partitions(conn, &events_of(entries)).await?;
-    conn.transaction(async |conn| {
-        if let Some(key) = key {
-            let claimed = diesel::insert_into(keys::table)
-                .values((
-                    keys::organization_id.eq(organization),
-                    keys::key.eq(key.key),
-                    keys::request_hash.eq(key.request_hash),
-                    keys::response.eq(""),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if claimed == 0 {
-                let (hash, response): (String, String) = keys::table
-                    .filter(keys::organization_id.eq(organization))
-                    .filter(keys::key.eq(key.key))
-                    .select((keys::request_hash, keys::response))
-                    .first(conn)
-                    .await?;
-                return Ok(if hash == key.request_hash {
-                    Submission::Replayed(response)
-                } else {
-                    Submission::KeyReused
-                });
+    let render = &render;
+    retrying(async || {
+        conn.transaction(async |conn| {
+            if let Some(key) = key {
+                if let Some(earlier) = claim_key(conn, organization, key).await? {
+                    return Ok(earlier);
+                }
             }
-        }
-        let outcomes = insert_entries_in(conn, entries, Some(organization)).await?;
-        let body = render(&outcomes);
-        if let Some(key) = key {
-            diesel::update(keys::table)
-                .filter(keys::organization_id.eq(organization))
-                .filter(keys::key.eq(key.key))
-                .set(keys::response.eq(&body))
-                .execute(conn)
-                .await?;
-        }
-        Ok(Submission::Stored(body))
+            let outcomes = insert_entries_in(conn, entries, Some(organization)).await?;
+            let body = render(&outcomes);
+            if let Some(key) = key {
+                use crate::db::schema::idempotency_keys as keys;
+                diesel::update(keys::table.find((organization, key.key)))
+                    .set(keys::response.eq(&body))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(Submission::Stored(body))
+        })
+        .await
     })
     .await
 }
 
-/// Inserts events and voids in one transaction, answering for each entry in order. Events are
-/// stored first, so a void may cancel an event of the same batch. With `organization`, a void
-/// may only cancel that organization's events (another's look unknown, as for reads).
+/// Claims `key` for this request; `Some` is the answer when the key is taken (by the same
+/// request: replay it; by another: refuse). An expired key is taken over: one conditional
+/// UPDATE, so of two requests racing for it exactly one wins.
+async fn claim_key(
+    conn: &mut AsyncPgConnection,
+    organization: &str,
+    key: IdempotencyKey<'_>,
+) -> QueryResult<Option<Submission>> {
+    use crate::db::schema::idempotency_keys as keys;
+    let claimed = diesel::insert_into(keys::table)
+        .values((
+            keys::organization_id.eq(organization),
+            keys::key.eq(key.key),
+            keys::request_hash.eq(key.request_hash),
+            keys::response.eq(""),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if claimed > 0 {
+        return Ok(None);
+    }
+    let renewed = diesel::update(keys::table.find((organization, key.key)))
+        .filter(keys::created_at.lt(key.expired_before))
+        .set((
+            keys::request_hash.eq(key.request_hash),
+            keys::response.eq(""),
+            keys::created_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    if renewed > 0 {
+        return Ok(None);
+    }
+    let (hash, response): (String, String) = keys::table
+        .find((organization, key.key))
+        .select((keys::request_hash, keys::response))
+        .first(conn)
+        .await?;
+    Ok(Some(if hash == key.request_hash {
+        Submission::Replayed(response)
+    } else {
+        Submission::KeyReused
+    }))
+}
+
+/// Deletes the `Idempotency-Key` answers stored before `expired_before`, a bounded batch at a
+/// time; returns how many went.
+pub async fn delete_expired_keys(
+    conn: &mut AsyncPgConnection,
+    expired_before: DateTime<Utc>,
+) -> QueryResult<usize> {
+    // A bounded batch per statement, so that no single delete holds many row locks for long.
+    const BATCH: usize = 10_000;
+    let mut deleted = 0;
+    loop {
+        let batch = diesel::sql_query(
+            "DELETE FROM idempotency_keys WHERE ctid IN \
+             (SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT 10000)",
+        )
+        .bind::<diesel::sql_types::Timestamptz, _>(expired_before)
+        .execute(conn)
+        .await?;
+        deleted += batch;
+        if batch < BATCH {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Inserts events and voids in the caller's transaction (after `ensure_partitions`), answering
+/// for each entry in order. With `organization` (HTTP), every account named must be one of its
+/// own; without (files), each entry's organization is its account's, and a void names the
+/// account of the event it voids. Events are stored first, so a void may cancel an event of the
+/// same batch.
+///
+/// Locks are taken in one order by every writer, so concurrent batches wait for each other
+/// instead of deadlocking: ledger entries of events by (organization, event id), then those of
+/// voids likewise, then void rows by (organization, voided id), then dirty marks.
 pub async fn insert_entries_in(
     conn: &mut AsyncPgConnection,
     entries: &[Entry],
     organization: Option<&str>,
 ) -> QueryResult<Vec<Outcome>> {
-    let events = events_of(entries);
-    let (event_outcomes, mut dirty) = store_events(conn, &events, organization).await?;
-    let mut event_outcomes = event_outcomes.into_iter();
-    let mut outcomes = Vec::with_capacity(entries.len());
-    for entry in entries {
-        outcomes.push(match entry {
-            Entry::Event(_) => event_outcomes.next().unwrap_or(Outcome::Duplicate),
-            Entry::Void(void) => {
-                let (outcome, key) = insert_void(conn, void, organization).await?;
-                dirty.extend(key);
-                outcome
-            }
-        });
+    let owners = owners(conn, entries, organization).await?;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut events: Vec<(usize, &str, &NewEvent)> = Vec::new();
+    let mut voids: Vec<(usize, &str, &NewVoid)> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let (org, id) = match entry {
+            Entry::Event(event) => match owners.get(event.account_id.as_str()) {
+                Some(org) => (org.as_str(), event.event_id.as_str()),
+                None => {
+                    outcomes[index] = Some(unknown_account(&event.account_id));
+                    continue;
+                }
+            },
+            Entry::Void(void) => match void_organization(void, organization, &owners) {
+                Ok(org) => (org, void.event_id.as_str()),
+                Err(outcome) => {
+                    outcomes[index] = Some(outcome);
+                    continue;
+                }
+            },
+        };
+        // The first entry of an id in the batch is the candidate; later ones are duplicates.
+        if !seen.insert((org, id)) {
+            outcomes[index] = Some(Outcome::Duplicate);
+            continue;
+        }
+        match entry {
+            Entry::Event(event) => events.push((index, org, event)),
+            Entry::Void(void) => voids.push((index, org, void)),
+        }
+    }
+
+    let mut dirty: Vec<DirtyKey> = Vec::new();
+    events.sort_unstable_by(|a, b| (a.1, &a.2.event_id).cmp(&(b.1, &b.2.event_id)));
+    for chunk in events.chunks(BATCH_SIZE) {
+        let claims: Vec<Claim> = chunk
+            .iter()
+            .map(|(_, org, e)| Claim {
+                organization_id: org,
+                event_id: &e.event_id,
+                account_id: &e.account_id,
+                occurred_at: e.occurred_at,
+            })
+            .collect();
+        let new = claim(conn, &claims).await?;
+        let rows: Vec<_> = chunk
+            .iter()
+            .filter(|(_, org, e)| new.contains(&(org.to_string(), e.event_id.clone())))
+            .map(|(_, org, e)| (usage_events::organization_id.eq(*org), *e))
+            .collect();
+        if !rows.is_empty() {
+            diesel::insert_into(usage_events::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+        }
+        for (index, org, e) in chunk {
+            outcomes[*index] = Some(if new.contains(&(org.to_string(), e.event_id.clone())) {
+                dirty.push((org.to_string(), e.account_id.clone(), month_of(e)));
+                Outcome::Accepted
+            } else {
+                Outcome::Duplicate
+            });
+        }
+    }
+    if !voids.is_empty() {
+        store_voids(conn, &voids, &mut outcomes, &mut dirty).await?;
     }
     mark_dirty_keys(conn, dirty).await?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Duplicate))
+        .collect())
+}
+
+/// The owning organization of every account the entries name (within `organization`, when
+/// given: another organization's accounts are then as unknown as missing ones).
+async fn owners(
+    conn: &mut AsyncPgConnection,
+    entries: &[Entry],
+    organization: Option<&str>,
+) -> QueryResult<HashMap<String, String>> {
+    let mut ids: Vec<&str> = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Entry::Event(event) => Some(event.account_id.as_str()),
+            Entry::Void(void) => void.account_id.as_deref(),
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut query = accounts::table
+        .filter(accounts::id.eq_any(&ids))
+        .select((accounts::id, accounts::organization_id))
+        .into_boxed();
+    if let Some(org) = organization {
+        query = query.filter(accounts::organization_id.eq(org));
+    }
+    Ok(query
+        .load::<(String, String)>(conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+fn unknown_account(account: &str) -> Outcome {
+    Outcome::Rejected(coded(
+        UNKNOWN_ACCOUNT,
+        format!("'{account}' is not an account of this organization"),
+    ))
+}
+
+/// The organization a void acts in: the caller's (HTTP; an account it names must be one of
+/// the caller's), or that of the account it names (files, where the account is required).
+fn void_organization<'a>(
+    void: &NewVoid,
+    organization: Option<&'a str>,
+    owners: &'a HashMap<String, String>,
+) -> Result<&'a str, Outcome> {
+    match (&void.account_id, organization) {
+        (Some(account), _) => owners
+            .get(account)
+            .map(String::as_str)
+            .ok_or_else(|| unknown_account(account)),
+        (None, Some(org)) => Ok(org),
+        (None, None) => Err(Outcome::Rejected(
+            "account_id is missing: a void names the account of the event it voids".to_owned(),
+        )),
+    }
+}
+
+/// One ledger entry to claim.
+struct Claim<'a> {
+    organization_id: &'a str,
+    event_id: &'a str,
+    account_id: &'a str,
+    occurred_at: DateTime<Utc>,
+}
+
+/// Claims ledger entries (sorted by the caller); answers the (organization, event id) pairs
+/// that were new. A claim another transaction holds waits for it: if that one commits, the id
+/// is a duplicate here.
+async fn claim(
+    conn: &mut AsyncPgConnection,
+    claims: &[Claim<'_>],
+) -> QueryResult<HashSet<(String, String)>> {
+    if claims.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<_> = claims
+        .iter()
+        .map(|c| {
+            (
+                usage_event_ids::organization_id.eq(c.organization_id),
+                usage_event_ids::event_id.eq(c.event_id),
+                usage_event_ids::account_id.eq(c.account_id),
+                usage_event_ids::occurred_at.eq(c.occurred_at),
+            )
+        })
+        .collect();
+    Ok(diesel::insert_into(usage_event_ids::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .returning((usage_event_ids::organization_id, usage_event_ids::event_id))
+        .get_results::<(String, String)>(conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// A void whose target was found: the voided event's account and time.
+struct Resolved<'a> {
+    index: usize,
+    organization_id: &'a str,
+    void: &'a NewVoid,
+    account_id: String,
+    occurred_at: DateTime<Utc>,
+}
+
+/// Stores the batch's voids (first of their id in the batch, organization known). The event a
+/// void cancels must exist in its organization (of the void's account, when it names one), not
+/// be a void, and not be voided already. Its (account, month) is marked dirty so that the
+/// rollup drops the event.
+async fn store_voids<'a>(
+    conn: &mut AsyncPgConnection,
+    voids: &[(usize, &'a str, &'a NewVoid)],
+    outcomes: &mut [Option<Outcome>],
+    dirty: &mut Vec<DirtyKey>,
+) -> QueryResult<()> {
+    let organizations: Vec<&str> = voids.iter().map(|v| v.1).collect();
+    let named: Vec<&str> = voids.iter().map(|v| v.2.voids.as_str()).collect();
+    // The targets, and which of them are voids, in two reads (this transaction's own events
+    // included); a void of the batch is a void too.
+    let targets: HashMap<(String, String), (String, DateTime<Utc>)> = usage_event_ids::table
+        .filter(usage_event_ids::organization_id.eq_any(&organizations))
+        .filter(usage_event_ids::event_id.eq_any(&named))
+        .select((
+            usage_event_ids::organization_id,
+            usage_event_ids::event_id,
+            usage_event_ids::account_id,
+            usage_event_ids::occurred_at,
+        ))
+        .load::<(String, String, String, DateTime<Utc>)>(conn)
+        .await?
+        .into_iter()
+        .map(|(org, id, account, at)| ((org, id), (account, at)))
+        .collect();
+    let mut are_voids: HashSet<(String, String)> = usage_voids::table
+        .filter(usage_voids::organization_id.eq_any(&organizations))
+        .filter(usage_voids::event_id.eq_any(&named))
+        .select((usage_voids::organization_id, usage_voids::event_id))
+        .load::<(String, String)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    are_voids.extend(
+        voids
+            .iter()
+            .map(|(_, org, v)| (org.to_string(), v.event_id.clone())),
+    );
+
+    let mut resolved: Vec<Resolved> = Vec::new();
+    for &(index, org, void) in voids {
+        let key = (org.to_owned(), void.voids.clone());
+        let unknown = || Outcome::Rejected(format!("unknown event '{}'", void.voids));
+        if are_voids.contains(&key) {
+            let reason = format!("'{}' is a void; it cannot be voided", void.voids);
+            outcomes[index] = Some(Outcome::Rejected(reason));
+            continue;
+        }
+        match targets.get(&key) {
+            Some((account, _)) if void.account_id.as_ref().is_some_and(|a| a != account) => {
+                outcomes[index] = Some(unknown());
+            }
+            Some((account, at)) => resolved.push(Resolved {
+                index,
+                organization_id: org,
+                void,
+                account_id: account.clone(),
+                occurred_at: *at,
+            }),
+            None => outcomes[index] = Some(unknown()),
+        }
+    }
+
+    // The voids' own ids, claimed in the ledger like events' (a repeat is a duplicate).
+    resolved.sort_unstable_by(|a, b| {
+        (a.organization_id, &a.void.event_id).cmp(&(b.organization_id, &b.void.event_id))
+    });
+    let claims: Vec<Claim> = resolved
+        .iter()
+        .map(|r| Claim {
+            organization_id: r.organization_id,
+            event_id: &r.void.event_id,
+            account_id: &r.account_id,
+            occurred_at: r.occurred_at,
+        })
+        .collect();
+    let new = claim(conn, &claims).await?;
+    let (mut claimed, duplicates): (Vec<Resolved>, Vec<Resolved>) = resolved
+        .into_iter()
+        .partition(|r| new.contains(&(r.organization_id.to_owned(), r.void.event_id.clone())));
+    for r in duplicates {
+        outcomes[r.index] = Some(Outcome::Duplicate);
+    }
+    if claimed.is_empty() {
+        return Ok(());
+    }
+
+    // One void per voided event: the first of the batch wins; the others, and any void of an
+    // event voided before, give their claim back.
+    claimed.sort_by(|a, b| {
+        (a.organization_id, &a.void.voids, a.index).cmp(&(
+            b.organization_id,
+            &b.void.voids,
+            b.index,
+        ))
+    });
+    let rows: Vec<_> = claimed
+        .iter()
+        .map(|r| {
+            (
+                usage_voids::organization_id.eq(r.organization_id),
+                usage_voids::event_id.eq(&r.void.event_id),
+                usage_voids::voided_event_id.eq(&r.void.voids),
+                usage_voids::account_id.eq(&r.account_id),
+                usage_voids::month.eq(Month::from_date(r.occurred_at.date_naive()).first_day()),
+            )
+        })
+        .collect();
+    let stored: HashSet<(String, String)> = diesel::insert_into(usage_voids::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .returning((usage_voids::organization_id, usage_voids::event_id))
+        .get_results::<(String, String)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    for r in claimed {
+        let key = (r.organization_id.to_owned(), r.void.event_id.clone());
+        if stored.contains(&key) {
+            let month = Month::from_date(r.occurred_at.date_naive()).first_day();
+            dirty.push((key.0, r.account_id, month));
+            outcomes[r.index] = Some(Outcome::Accepted);
+        } else {
+            diesel::delete(usage_event_ids::table.find((&key.0, &key.1)))
+                .execute(conn)
+                .await?;
+            let reason = format!("event '{}' is already voided", r.void.voids);
+            outcomes[r.index] = Some(Outcome::Rejected(reason));
+        }
+    }
+    Ok(())
 }
 
 /// `insert_entries_in` in a transaction of its own (partitions first, see `ensure_partitions`).
@@ -435,8 +698,11 @@ pub async fn insert_entries(
     organization: Option<&str>,
 ) -> QueryResult<Vec<Outcome>> {
     ensure_partitions(conn, &events_of(entries)).await?;
-    conn.transaction(async |conn| insert_entries_in(conn, entries, organization).await)
-        .await
+    retrying(async || {
+        conn.transaction(async |conn| insert_entries_in(conn, entries, organization).await)
+            .await
+    })
+    .await
 }
 
 /// The events among `entries` (for the partitions they need).
@@ -450,72 +716,24 @@ pub fn events_of(entries: &[Entry]) -> Vec<NewEvent> {
         .collect()
 }
 
-/// Stores one void: its own id is claimed in the ledger like an event's (a repeat is a
-/// duplicate); the event it cancels must exist (in `organization`, if given), not be a void, and
-/// not be voided already. Its (account, month) is marked dirty so the rollup drops the event.
-async fn insert_void(
-    conn: &mut AsyncPgConnection,
-    void: &NewVoid,
-    organization: Option<&str>,
-) -> QueryResult<(Outcome, Option<DirtyKey>)> {
-    let seen: Option<String> = usage_event_ids::table
-        .find(&void.event_id)
-        .select(usage_event_ids::event_id)
-        .first(conn)
-        .await
-        .optional()?;
-    if seen.is_some() {
-        return Ok((Outcome::Duplicate, None));
+/// Attempts of a write transaction that lost a race.
+pub const ATTEMPTS: u32 = 3;
+
+/// Runs `transaction` again (a few times, after a short random pause) when it lost a race that
+/// a new attempt resolves: a serialization failure, or a unique violation raised by a row
+/// another transaction committed meanwhile. Every attempt is a whole transaction, so nothing
+/// is half applied; the last attempt's error is the caller's.
+pub async fn retrying<T>(mut transaction: impl AsyncFnMut() -> QueryResult<T>) -> QueryResult<T> {
+    let mut attempt = 1;
+    loop {
+        match transaction().await {
+            Err(err) if attempt < ATTEMPTS && crate::error::is_race(&err) => {
+                tracing::info!(error = %err, attempt, "write transaction lost a race; retrying");
+                let pause = rand::random_range(5..50u64) * u64::from(attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
-    let unknown = || Outcome::Rejected(format!("unknown event '{}'", void.voids));
-    let target: Option<(String, DateTime<Utc>, String)> = usage_event_ids::table
-        .inner_join(accounts::table.on(accounts::id.eq(usage_event_ids::account_id)))
-        .filter(usage_event_ids::event_id.eq(&void.voids))
-        .select((
-            usage_event_ids::account_id,
-            usage_event_ids::occurred_at,
-            accounts::organization_id,
-        ))
-        .first(conn)
-        .await
-        .optional()?;
-    let Some((account_id, occurred_at, owner)) = target else {
-        return Ok((unknown(), None));
-    };
-    if organization.is_some_and(|org| org != owner) {
-        return Ok((unknown(), None));
-    }
-    let is_void: i64 = usage_voids::table
-        .filter(usage_voids::event_id.eq(&void.voids))
-        .count()
-        .get_result(conn)
-        .await?;
-    if is_void > 0 {
-        let reason = format!("'{}' is a void; it cannot be voided", void.voids);
-        return Ok((Outcome::Rejected(reason), None));
-    }
-    let month = Month::from_date(occurred_at.date_naive()).first_day();
-    let stored = diesel::insert_into(usage_voids::table)
-        .values((
-            usage_voids::event_id.eq(&void.event_id),
-            usage_voids::voided_event_id.eq(&void.voids),
-            usage_voids::account_id.eq(&account_id),
-            usage_voids::month.eq(month),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    if stored == 0 {
-        let reason = format!("event '{}' is already voided", void.voids);
-        return Ok((Outcome::Rejected(reason), None));
-    }
-    diesel::insert_into(usage_event_ids::table)
-        .values((
-            usage_event_ids::event_id.eq(&void.event_id),
-            usage_event_ids::account_id.eq(&account_id),
-            usage_event_ids::occurred_at.eq(occurred_at),
-        ))
-        .execute(conn)
-        .await?;
-    Ok((Outcome::Accepted, Some((account_id, month, owner))))
 }

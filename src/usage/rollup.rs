@@ -61,6 +61,8 @@ impl std::ops::AddAssign for RollupStats {
 #[derive(QueryableByName)]
 struct Mark {
     #[diesel(sql_type = Text)]
+    organization_id: String,
+    #[diesel(sql_type = Text)]
     account_id: String,
     #[diesel(sql_type = Date)]
     month: NaiveDate,
@@ -78,7 +80,9 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
         let marks: Vec<Mark> =
             // Sorted, as ingest takes them: a different order could deadlock with an ingest.
             diesel::sql_query(
-                "SELECT account_id, month FROM rollup_dirty ORDER BY account_id, month FOR UPDATE",
+                "SELECT organization_id, account_id, month FROM rollup_dirty \
+                 ORDER BY organization_id COLLATE \"C\", account_id COLLATE \"C\", month \
+                 FOR UPDATE",
             )
                 .load(conn)
                 .await?;
@@ -105,7 +109,7 @@ pub async fn run_pending(
             .execute(conn)
             .await?;
         let marks: Vec<Mark> = diesel::sql_query(
-            "SELECT account_id, month FROM rollup_dirty \
+            "SELECT organization_id, account_id, month FROM rollup_dirty \
              ORDER BY marked_at LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind::<BigInt, _>(batch)
@@ -164,13 +168,6 @@ async fn unbounded(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
         .map(|_| ())
 }
 
-fn columns(marks: &[Mark]) -> (Vec<&str>, Vec<NaiveDate>) {
-    marks
-        .iter()
-        .map(|m| (m.account_id.as_str(), m.month))
-        .unzip()
-}
-
 /// Deletes the marks this run took and records when the organizations concerned (all of them
 /// after a full rebuild) were last rolled up. Their data version moves by itself: triggers on
 /// usage_monthly bump it whenever a row changes (migration 3).
@@ -179,11 +176,16 @@ async fn finish(
     marks: &[Mark],
     all: bool,
 ) -> diesel::QueryResult<()> {
-    let (accounts, months) = columns(marks);
+    let organizations: Vec<&str> = marks.iter().map(|m| m.organization_id.as_str()).collect();
+    let accounts: Vec<&str> = marks.iter().map(|m| m.account_id.as_str()).collect();
+    let months: Vec<NaiveDate> = marks.iter().map(|m| m.month).collect();
     diesel::sql_query(
-        "DELETE FROM rollup_dirty d USING unnest($1::text[], $2::date[]) AS t(account_id, month) \
-         WHERE d.account_id = t.account_id AND d.month = t.month",
+        "DELETE FROM rollup_dirty d \
+         USING unnest($1::text[], $2::text[], $3::date[]) AS t(organization_id, account_id, month) \
+         WHERE d.organization_id = t.organization_id AND d.account_id = t.account_id \
+           AND d.month = t.month",
     )
+    .bind::<Array<Text>, _>(&organizations)
     .bind::<Array<Text>, _>(&accounts)
     .bind::<Array<Date>, _>(&months)
     .execute(conn)
@@ -191,12 +193,14 @@ async fn finish(
     diesel::sql_query(
         "UPDATE organizations o SET rolled_up_at = now() \
          FROM (SELECT id FROM organizations \
-               WHERE $2 OR id IN (SELECT organization_id FROM accounts WHERE id = ANY($1)) \
+               WHERE $2 OR id = ANY($1) OR id IN (SELECT organization_id FROM accounts \
+                                                  WHERE id = ANY($3)) \
                ORDER BY id FOR UPDATE) locked \
          WHERE o.id = locked.id",
     )
-    .bind::<Array<Text>, _>(&accounts)
+    .bind::<Array<Text>, _>(&organizations)
     .bind::<diesel::sql_types::Bool, _>(all)
+    .bind::<Array<Text>, _>(&accounts)
     .execute(conn)
     .await?;
     Ok(())

@@ -11,7 +11,8 @@
 -- 1.5 and 1.50 are the same price; trim_scale gives each value one spelling.
 --
 -- The id is the md5 of the group key written as a JSON array (unambiguous: no separator can
--- collide), shown as a uuid: the same aggregate keeps the same id across every rollup.
+-- collide), shown as a uuid: the same aggregate keeps the same id across every rollup (and
+-- when its account moves to another organization). Rows are keyed by (organization, id).
 -- Voided events (usage_voids) are left out.
 WITH fresh AS (
     SELECT
@@ -21,7 +22,7 @@ WITH fresh AS (
             e.usage_type, e.description, e.currency, e.direction, e.resolution, e.unit,
             trim_scale(e.unit_price)::text, e.wallet_name
         )::text)::uuid                                              AS id,
-        a.organization_id,
+        e.organization_id,
         e.account_id,
         e.product_id,
         e.aggr_product_id,
@@ -38,10 +39,13 @@ WITH fresh AS (
         trim_scale(sum(e.quantity * e.unit_price))                  AS total_amount,
         count(*)                                                    AS event_count
     FROM usage_events e
-    JOIN accounts a ON a.id = e.account_id
+    -- Events of an account that no longer exists are left out (its aggregates go).
+    JOIN accounts a ON a.id = e.account_id AND a.organization_id = e.organization_id
     WHERE {events}
-      AND NOT EXISTS (SELECT 1 FROM usage_voids v WHERE v.voided_event_id = e.event_id)
-    GROUP BY a.organization_id, e.account_id, e.product_id, e.aggr_product_id,
+      AND NOT EXISTS (SELECT 1 FROM usage_voids v
+                      WHERE v.organization_id = e.organization_id
+                        AND v.voided_event_id = e.event_id)
+    GROUP BY e.organization_id, e.account_id, e.product_id, e.aggr_product_id,
              date_trunc('month', e.occurred_at AT TIME ZONE 'UTC'), e.usage_type,
              e.description, e.currency, e.direction, e.resolution, e.unit,
              trim_scale(e.unit_price), e.wallet_name
@@ -55,24 +59,23 @@ upserted AS (
            description, currency, direction, resolution, unit, price, wallet_name,
            number_of_units, total_amount, event_count
     FROM fresh
-    ON CONFLICT (id) DO UPDATE SET
-        organization_id = EXCLUDED.organization_id,
+    ON CONFLICT (organization_id, id) DO UPDATE SET
         number_of_units = EXCLUDED.number_of_units,
         total_amount    = EXCLUDED.total_amount,
         event_count     = EXCLUDED.event_count,
         updated_at      = now()
     -- Untouched aggregates are not rewritten (no dead tuples, no needless WAL).
-    WHERE (m.organization_id, m.number_of_units, m.total_amount, m.event_count)
+    WHERE (m.number_of_units, m.total_amount, m.event_count)
           IS DISTINCT FROM
-          (EXCLUDED.organization_id, EXCLUDED.number_of_units, EXCLUDED.total_amount,
-           EXCLUDED.event_count)
+          (EXCLUDED.number_of_units, EXCLUDED.total_amount, EXCLUDED.event_count)
     RETURNING 1
 ),
 removed AS (
     -- Aggregates whose events are all gone (voided) or whose account no longer exists.
     DELETE FROM usage_monthly m
     WHERE {stale}
-      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.id = m.id)
+      AND NOT EXISTS (SELECT 1 FROM fresh f
+                      WHERE f.organization_id = m.organization_id AND f.id = m.id)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh)    AS groups,

@@ -126,34 +126,87 @@ async fn ndjson_bodies_report_by_line() {
 }
 
 #[actix_web::test]
-async fn events_for_accounts_outside_the_organization_refuse_the_whole_batch() {
+async fn an_event_for_an_account_outside_the_organization_is_rejected_alone() {
     let app = app_with_accounts().await;
     let batch = json!([
         good("e1", "a1", "1"),
         good("e2", "b1", "1"),
-        good("e3", "nobody", "1")
+        good("e3", "nobody", "1"),
+        good("e4", "a2", "2")
     ]);
     let reply = app
         .post(EVENTS, &writer("org-a"), &[JSON], batch.to_string())
         .await;
-    assert_eq!((reply.status, reply.code()), (403, "forbidden_accounts"));
-    let refused: Vec<&str> = reply.body["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["description"].as_str().unwrap())
-        .collect();
-    assert_eq!(refused, vec!["b1", "nobody"]);
-    // Nothing was stored: the same event alone is new.
-    let alone = app
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let got = statuses(&reply);
+    assert_eq!(got[0], (0, "accepted".into(), None));
+    // Another organization's account and one that exists nowhere look exactly the same.
+    assert_eq!(
+        got[1],
+        (1, "rejected".into(), Some("unknown_account".into()))
+    );
+    assert_eq!(
+        got[2],
+        (2, "rejected".into(), Some("unknown_account".into()))
+    );
+    assert_eq!(got[3], (3, "accepted".into(), None));
+    let results = &reply.body["results"];
+    assert_eq!(
+        results[1]["description"],
+        "'b1' is not an account of this organization"
+    );
+    assert_eq!(
+        results[2]["description"],
+        "'nobody' is not an account of this organization"
+    );
+    assert_eq!(
+        (
+            reply.body["accepted"].as_u64(),
+            reply.body["rejected"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    // The good ones were kept: sent again, they are duplicates.
+    let again = app
+        .post(EVENTS, &writer("org-a"), &[JSON], batch.to_string())
+        .await;
+    assert_eq!(again.body["duplicate"], 2);
+    // And nothing reached org-b.
+    app.rollup().await;
+    let b = app.get("/express/usage/month", &token("org-b")).await;
+    assert_eq!(b.body["total"], 0);
+}
+
+#[actix_web::test]
+async fn events_dated_outside_the_window_are_out_of_range() {
+    let app = app_with_accounts().await;
+    let mut old = good("old", "a1", "1");
+    old["occurred_at"] = json!("1970-01-01T00:00:00Z");
+    let mut ahead = good("ahead", "a1", "1");
+    ahead["occurred_at"] = json!((chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339());
+    let mut recent = good("recent", "a1", "1");
+    recent["occurred_at"] = json!((chrono::Utc::now() - chrono::Duration::days(3000)).to_rfc3339());
+    let reply = app
         .post(
             EVENTS,
             &writer("org-a"),
             &[JSON],
-            json!([good("e1", "a1", "1")]).to_string(),
+            json!([old, ahead, recent]).to_string(),
         )
         .await;
-    assert_eq!(alone.body["accepted"], 1);
+    let got = statuses(&reply);
+    assert_eq!(got[0], (0, "rejected".into(), Some("out_of_range".into())));
+    assert_eq!(got[1], (1, "rejected".into(), Some("out_of_range".into())));
+    assert_eq!(got[2], (2, "accepted".into(), None));
+    assert!(reply.body["results"][0]["description"]
+        .as_str()
+        .unwrap()
+        .contains("3650 days"));
+    // No partition was made for 1970 (one request used to create hundreds).
+    let partitions = app
+        .count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'usage_events'::regclass")
+        .await;
+    assert_eq!(partitions, 1);
 }
 
 #[actix_web::test]

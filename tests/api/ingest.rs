@@ -104,7 +104,8 @@ async fn a_mixed_file_keeps_the_good_lines_names_the_bad_ones_and_is_idempotent(
         "{stderr}"
     );
     assert!(
-        rejects.contains(&"line 3: unknown account 'nobody'"),
+        rejects
+            .contains(&"line 3: unknown_account: 'nobody' is not an account of this organization"),
         "{stderr}"
     );
 
@@ -219,7 +220,7 @@ async fn development_tokens_need_the_development_secret() {
             algorithms: vec![jsonwebtoken::Algorithm::RS256],
             org_claim: "org_id".into(),
             leeway: std::time::Duration::from_secs(30),
-            jwks_min_refresh: std::time::Duration::from_secs(30),
+            jwks_refreshes_per_minute: 10,
             jwks_max_age: std::time::Duration::from_secs(600),
             dev_secret: dev_secret.map(str::to_owned),
         };
@@ -231,7 +232,7 @@ async fn development_tokens_need_the_development_secret() {
     let other = verify(Some("another-secret-that-is-long-enough-too")).unwrap();
     assert_eq!(
         other.verify(&token).await.unwrap_err(),
-        "the token's signature is invalid"
+        usage_api::auth::verifier::Refusal::Invalid("the token's signature is invalid".into())
     );
     assert!(verify(None).is_err(), "no key at all: refuse to start");
 }
@@ -298,7 +299,7 @@ async fn the_demo_loads_every_usage_type_once_and_prints_a_working_token() {
         algorithms: "RS256".into(),
         org_claim: "org_id".into(),
         leeway_secs: 30,
-        jwks_min_refresh_secs: 30,
+        jwks_refreshes_per_minute: 10,
         dev_secret: Some(secret.into()),
     }
     .config()

@@ -1,0 +1,22 @@
+DROP FUNCTION usage_api_epoch();
+DROP INDEX idempotency_keys_created_idx;
+ALTER TABLE usage_monthly DROP CONSTRAINT usage_monthly_pkey;
+ALTER TABLE usage_monthly ADD PRIMARY KEY (id);
+CREATE UNIQUE INDEX usage_monthly_org_id_idx ON usage_monthly (organization_id, id);
+ALTER TABLE rollup_dirty DROP CONSTRAINT rollup_dirty_pkey;
+DELETE FROM rollup_dirty a USING rollup_dirty b
+ WHERE a.account_id = b.account_id AND a.month = b.month AND a.organization_id > b.organization_id;
+ALTER TABLE rollup_dirty ADD PRIMARY KEY (account_id, month);
+DROP INDEX usage_voids_account_idx;
+ALTER TABLE usage_voids DROP CONSTRAINT usage_voids_voided_key;
+ALTER TABLE usage_voids DROP CONSTRAINT usage_voids_pkey;
+ALTER TABLE usage_voids ADD PRIMARY KEY (event_id);
+ALTER TABLE usage_voids ADD CONSTRAINT usage_voids_voided_event_id_key UNIQUE (voided_event_id);
+ALTER TABLE usage_voids DROP COLUMN organization_id;
+DROP INDEX usage_event_ids_account_idx;
+ALTER TABLE usage_event_ids DROP CONSTRAINT usage_event_ids_pkey;
+ALTER TABLE usage_event_ids ADD PRIMARY KEY (event_id);
+ALTER TABLE usage_event_ids DROP COLUMN organization_id;
+ALTER TABLE usage_events DROP CONSTRAINT usage_events_pkey;
+ALTER TABLE usage_events ADD PRIMARY KEY (seq, occurred_at);
+ALTER TABLE usage_events DROP COLUMN organization_id;
