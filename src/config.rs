@@ -13,8 +13,14 @@
 //! | `OAUTH_ALGORITHMS` | `RS256,ES256,EdDSA` | allowed JWS algorithms (asymmetric only) |
 //! | `OAUTH_ORG_CLAIM` | `org_id` | claim naming the caller's organization |
 //! | `OAUTH_LEEWAY_SECS` | `30` | clock skew allowed on `exp` / `nbf` |
-//! | `OAUTH_JWKS_MIN_REFRESH_SECS` | `30` | least time between two JWKS fetches for unknown `kid`s |
-//! | `OAUTH_DEV_SECRET` | — | development only: HS256 secret for `token` and `demo` |
+//! | `OAUTH_JWKS_REFRESHES_PER_MINUTE` | `10` | JWKS fetches that unknown `kid`s may cause (a bucket of as many, refilled evenly) |
+//! | `OAUTH_DEV_SECRET` | — | development only: HS256 secret for `token` and `demo`; never beside a JWKS |
+//! | `DATABASE_READ_URL` | — | a streaming standby for the read API |
+//! | `USAGE_API_MAX_EVENT_AGE_DAYS` | `3650` | oldest `occurred_at` accepted (`serve`, `ingest`) |
+//! | `USAGE_API_IDEMPOTENCY_TTL_HOURS` | `24` | how long an `Idempotency-Key` answer is kept |
+//!
+//! `DATABASE_URL` (and `DATABASE_READ_URL`) take libpq's `sslmode` (`disable`, `prefer`,
+//! `require`, `verify-ca`, `verify-full`) and `sslrootcert`: see `db::connect`.
 
 use std::time::Duration;
 
@@ -79,6 +85,38 @@ impl HttpArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct EventArgs {
+    /// The oldest `occurred_at` accepted, in days before now; older events are rejected
+    /// `out_of_range`.
+    #[arg(long, env = "USAGE_API_MAX_EVENT_AGE_DAYS", default_value_t = crate::usage::event::DEFAULT_MAX_AGE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub max_event_age_days: u32,
+}
+
+impl Default for EventArgs {
+    fn default() -> Self {
+        EventArgs {
+            max_event_age_days: crate::usage::event::DEFAULT_MAX_AGE_DAYS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdempotencyArgs {
+    /// How long an `Idempotency-Key` answer is kept, in hours (then the key is free again and
+    /// the answer is deleted).
+    #[arg(long, env = "USAGE_API_IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub idempotency_ttl_hours: u32,
+}
+
+impl Default for IdempotencyArgs {
+    fn default() -> Self {
+        IdempotencyArgs {
+            idempotency_ttl_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct RollupArgs {
     /// How often the server rolls up dirty groups, in milliseconds (0 disables the worker).
     #[arg(long, env = "USAGE_API_ROLLUP_INTERVAL_MS", default_value_t = 500)]
@@ -105,9 +143,10 @@ pub struct AuthArgs {
     /// Clock skew allowed on exp / nbf, in seconds.
     #[arg(long, env = "OAUTH_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub leeway_secs: u64,
-    /// Least time between two JWKS fetches caused by unknown key ids, in seconds.
-    #[arg(long, env = "OAUTH_JWKS_MIN_REFRESH_SECS", default_value_t = 30)]
-    pub jwks_min_refresh_secs: u64,
+    /// JWKS fetches that tokens naming unknown key ids may cause per minute (a token bucket of
+    /// as many, refilled evenly; one fetch at a time).
+    #[arg(long, env = "OAUTH_JWKS_REFRESHES_PER_MINUTE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub jwks_refreshes_per_minute: u32,
     /// Development only: HS256 secret used by `token` and `demo`, accepted only when set.
     #[arg(long, env = "OAUTH_DEV_SECRET", hide_env_values = true)]
     pub dev_secret: Option<String>,
@@ -122,7 +161,8 @@ pub struct AuthConfig {
     pub algorithms: Vec<Algorithm>,
     pub org_claim: String,
     pub leeway: Duration,
-    pub jwks_min_refresh: Duration,
+    /// Fetches per minute that unknown key ids may cause (and the bucket's size).
+    pub jwks_refreshes_per_minute: u32,
     pub jwks_max_age: Duration,
     pub dev_secret: Option<String>,
 }
@@ -141,17 +181,42 @@ impl AuthArgs {
             !self.org_claim.is_empty(),
             "OAUTH_ORG_CLAIM must not be empty"
         );
+        let jwks_url = self.jwks_url.clone().filter(|s| !s.is_empty());
+        let issuer = self.issuer.clone().filter(|s| !s.is_empty());
+        let audience = self.audience.clone().filter(|s| !s.is_empty());
         Ok(AuthConfig {
-            jwks_url: self.jwks_url.clone().filter(|s| !s.is_empty()),
-            issuer: self.issuer.clone().filter(|s| !s.is_empty()),
-            audience: self.audience.clone().filter(|s| !s.is_empty()),
+            jwks_url,
+            issuer,
+            audience,
             algorithms,
             org_claim: self.org_claim.clone(),
             leeway: Duration::from_secs(self.leeway_secs),
-            jwks_min_refresh: Duration::from_secs(self.jwks_min_refresh_secs),
+            jwks_refreshes_per_minute: self.jwks_refreshes_per_minute,
             jwks_max_age: Duration::from_secs(600),
             dev_secret,
         })
+    }
+}
+
+impl AuthConfig {
+    /// Fail closed: with a JWKS, tokens are accepted only from one issuer for one audience
+    /// (a JWKS verifies every token its issuer signs, for any service), and the development
+    /// key (which anyone who knows it can mint any organization's tokens with) is never
+    /// accepted beside it.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.jwks_url.is_some() {
+            anyhow::ensure!(
+                self.issuer.is_some() && self.audience.is_some(),
+                "OAUTH_JWKS_URL is set, so OAUTH_ISSUER and OAUTH_AUDIENCE must be set too: \
+                 tokens are accepted only from that issuer, for that audience"
+            );
+            anyhow::ensure!(
+                self.dev_secret.is_none(),
+                "OAUTH_DEV_SECRET must not be set beside OAUTH_JWKS_URL: the development key \
+                 is for local use only, never beside a real issuer"
+            );
+        }
+        Ok(())
     }
 }
 

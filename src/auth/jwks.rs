@@ -1,9 +1,13 @@
-//! The issuer's signing keys, fetched from its JWKS, cached, and refreshed when a token names a
-//! key id we do not know — at most once per `min_refresh`, so a flood of made-up `kid`s cannot
-//! hammer the issuer. A failed refresh keeps the keys we had.
+//! The issuer's signing keys, fetched from its JWKS at startup, cached, refreshed before they
+//! go stale, and refreshed when a token names a key id we do not know. Fetches for unknown key
+//! ids come from a small token bucket (`OAUTH_JWKS_REFRESHES_PER_MINUTE`, one fetch in flight,
+//! every waiter served by it): a key the issuer rotated in is picked up within seconds, and a
+//! flood of made-up `kid`s cannot hammer the issuer. A failed fetch keeps the keys we had, and
+//! is remembered: a key we cannot find while the issuer is unreachable is an outage (503), not
+//! a bad token (401).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{
@@ -13,6 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Biggest JWKS document we accept.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// How soon the background refresher tries again after a failed fetch.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 /// One verification key and the algorithms it may verify.
 pub struct VerificationKey {
@@ -20,25 +26,65 @@ pub struct VerificationKey {
     pub algorithms: Vec<Algorithm>,
 }
 
+/// The issuer's keys cannot be fetched, and the one asked for is not among those we have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuerUnavailable;
+
 #[derive(Default)]
 struct Keys {
     by_kid: HashMap<String, Arc<VerificationKey>>,
     without_kid: Vec<Arc<VerificationKey>>,
+    /// When the keys were last fetched successfully (`None`: never).
     fetched_at: Option<Instant>,
-    last_attempt: Option<Instant>,
+    /// Whether the last fetch attempt failed: the issuer is unreachable (or serves garbage).
+    failing: bool,
+    /// Fetch attempts so far: a request that waited for another's fetch does not fetch again.
+    attempts: u64,
+}
+
+/// A token bucket: `capacity` fetches at once, refilled at `capacity` per minute.
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: u32) -> Self {
+        let capacity = f64::from(per_minute.max(1));
+        Bucket {
+            capacity,
+            tokens: capacity,
+            updated: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.updated).as_secs_f64() * self.capacity / 60.0;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub struct JwksCache {
     url: String,
     client: reqwest::Client,
-    min_refresh: Duration,
     max_age: Duration,
     keys: RwLock<Keys>,
+    bucket: Mutex<Bucket>,
+    /// Held while fetching: one fetch in flight.
     refreshing: tokio::sync::Mutex<()>,
 }
 
 impl JwksCache {
-    pub fn new(url: String, min_refresh: Duration, max_age: Duration) -> anyhow::Result<Self> {
+    pub fn new(url: String, refreshes_per_minute: u32, max_age: Duration) -> anyhow::Result<Self> {
         check_url(&url)?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -47,54 +93,78 @@ impl JwksCache {
         Ok(Self {
             url,
             client,
-            min_refresh,
             max_age,
             keys: RwLock::new(Keys::default()),
+            bucket: Mutex::new(Bucket::new(refreshes_per_minute)),
             refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The key for `kid` (or the one key without an id when the token names none).
+    /// The key for `kid` (or the one key without an id when the token names none); `Ok(None)`
+    /// when the issuer's current set does not have it; `Err` when it is not among the keys we
+    /// have and the issuer cannot be asked.
     ///
-    /// A known key is answered at once; when the cache is stale one request refreshes it
-    /// (rate-limited) while the others go on with the keys we have. An unknown key waits for a
-    /// refresh, if the rate limit allows one.
-    pub async fn key(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
-        if let Some(found) = self.lookup(kid, false) {
-            return Some(found);
+    /// A known key is answered at once, even from a stale set (the background refresher and
+    /// the issuer's health are another matter). An unknown key waits for the fetch in flight,
+    /// or makes one if the bucket allows.
+    pub async fn key(
+        &self,
+        kid: Option<&str>,
+    ) -> Result<Option<Arc<VerificationKey>>, IssuerUnavailable> {
+        if let Some(found) = self.lookup(kid) {
+            return Ok(Some(found));
         }
-        if let Some(stale) = self.lookup(kid, true) {
-            if let Ok(_guard) = self.refreshing.try_lock() {
-                self.refresh_if_allowed().await;
-            }
-            return self.lookup(kid, true).or(Some(stale));
-        }
+        let seen = self.read().attempts;
         let _guard = self.refreshing.lock().await;
-        // Another request may have refreshed while we waited.
-        if let Some(found) = self.lookup(kid, false) {
-            return Some(found);
+        // A fetch that ended while we waited answers for us too.
+        if self.read().attempts == seen && self.bucket_allows() {
+            self.fetch_logged().await;
         }
-        self.refresh_if_allowed().await;
-        self.lookup(kid, true)
+        if let Some(found) = self.lookup(kid) {
+            return Ok(Some(found));
+        }
+        let keys = self.read();
+        if keys.failing || keys.fetched_at.is_none() {
+            Err(IssuerUnavailable)
+        } else {
+            Ok(None)
+        }
     }
 
-    async fn refresh_if_allowed(&self) {
-        if self.may_fetch() {
-            if let Err(err) = self.fetch().await {
-                tracing::warn!(error = %err, url = %self.url, "JWKS refresh failed");
-            }
+    /// Whether keys have been loaded (readiness).
+    pub fn loaded(&self) -> bool {
+        self.read().fetched_at.is_some()
+    }
+
+    /// Fetches the keys at startup and whenever they are about to go stale, forever; after a
+    /// failure, again a moment later. Not limited by the bucket: it is one fetch per period.
+    pub async fn refresh_forever(&self) {
+        loop {
+            let wait = {
+                let _guard = self.refreshing.lock().await;
+                if self.fetch_logged().await {
+                    // Half the maximum age: tokens never meet a stale set in normal operation.
+                    self.max_age / 2
+                } else {
+                    RETRY_AFTER_FAILURE
+                }
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
         }
     }
 
-    /// Finds the key; unless `any_age`, a stale cache answers nothing so that it gets refreshed.
-    fn lookup(&self, kid: Option<&str>, any_age: bool) -> Option<Arc<VerificationKey>> {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let fresh = keys
-            .fetched_at
-            .is_some_and(|at| at.elapsed() < self.max_age);
-        if !fresh && !any_age {
-            return None;
-        }
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bucket_allows(&self) -> bool {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Finds the key among those we have, whatever their age: a key the issuer published stays
+    /// good until a successful fetch says otherwise.
+    fn lookup(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
+        let keys = self.read();
         match kid {
             Some(kid) => keys.by_kid.get(kid).cloned(),
             None => match keys.without_kid.as_slice() {
@@ -104,17 +174,27 @@ impl JwksCache {
         }
     }
 
-    fn may_fetch(&self) -> bool {
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        keys.last_attempt
-            .is_none_or(|at| at.elapsed() >= self.min_refresh)
+    /// Fetches; a failure is logged and remembered (the keys we had stay). Whether it worked.
+    async fn fetch_logged(&self) -> bool {
+        let result = self.fetch().await;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.attempts += 1;
+        match result {
+            Ok(fresh) => {
+                let attempts = keys.attempts;
+                *keys = fresh;
+                keys.attempts = attempts;
+                true
+            }
+            Err(err) => {
+                keys.failing = true;
+                tracing::warn!(error = %err, url = %self.url, "JWKS fetch failed");
+                false
+            }
+        }
     }
 
-    async fn fetch(&self) -> anyhow::Result<()> {
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_attempt = Some(Instant::now());
+    async fn fetch(&self) -> anyhow::Result<Keys> {
         let mut response = self
             .client
             .get(&self.url)
@@ -138,7 +218,6 @@ impl JwksCache {
         let set: JwkSet = serde_json::from_slice(&body)?;
         let mut fresh = Keys {
             fetched_at: Some(Instant::now()),
-            last_attempt: Some(Instant::now()),
             ..Keys::default()
         };
         for jwk in &set.keys {
@@ -154,8 +233,7 @@ impl JwksCache {
             }
         }
         tracing::info!(keys = set.keys.len(), url = %self.url, "JWKS fetched");
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+        Ok(fresh)
     }
 }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest};
 
-use super::verifier::MAX_TOKEN_BYTES;
+use super::verifier::{Refusal, MAX_TOKEN_BYTES};
 use crate::app::AppState;
 use crate::error::ApiError;
 
@@ -95,7 +95,10 @@ impl FromRequest for Principal {
                 .verifier
                 .verify(&token)
                 .await
-                .map_err(|reason| unauthorized(true, &reason))
+                .map_err(|refusal| match refusal {
+                    Refusal::Invalid(reason) => unauthorized(true, &reason),
+                    Refusal::IssuerUnavailable => ApiError::IssuerUnavailable,
+                })
         })
     }
 }

@@ -1,7 +1,9 @@
 //! The rules an access token must pass: a signature by a key of the issuer's JWKS with an
-//! algorithm the server allows (never the one the token asks for), `exp` always, `nbf` when
-//! present, `iss` and `aud` required when configured, and an organization claim.
-//! HS256 is accepted only with the development secret, and only verified with it.
+//! algorithm the server allows (never the one the token asks for), an access token's `typ` (RFC
+//! 9068 §4: never an ID token), `exp` always, `nbf` when present, `iss` and `aud` always (with a
+//! JWKS, `serve` refuses to start without them), and an organization claim that can be stored.
+//! HS256 is accepted only with the development secret, never beside a JWKS, and only verified
+//! with it.
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -11,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
 
-use super::jwks::{JwksCache, VerificationKey};
+use super::dev::{DEV_AUDIENCE, DEV_ISSUER};
+use super::jwks::{IssuerUnavailable, JwksCache, VerificationKey};
 use super::principal::Principal;
 use crate::config::AuthConfig;
 
@@ -20,6 +23,23 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Tokens remembered after verification (a few hundred bytes each).
 const VERIFIED_TOKENS: usize = 10_000;
+/// Longest organization id (the database's limit).
+pub const MAX_ORGANIZATION_CHARS: usize = 128;
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token is not acceptable (401), with a reason safe to tell.
+    Invalid(String),
+    /// Its key is unknown and the issuer cannot be asked now (503).
+    IssuerUnavailable,
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Invalid(reason)
+    }
+}
 
 pub struct Verifier {
     config: AuthConfig,
@@ -43,15 +63,23 @@ struct Verified {
 }
 
 impl Verifier {
-    pub fn new(config: AuthConfig) -> anyhow::Result<Self> {
+    pub fn new(mut config: AuthConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(
             config.jwks_url.is_some() || config.dev_secret.is_some(),
             "no way to verify tokens: set OAUTH_JWKS_URL (or OAUTH_DEV_SECRET for development)"
         );
+        config.check()?;
+        if config.jwks_url.is_none() {
+            // Development tokens are checked like any other: `usage-api token` signs these.
+            config.issuer.get_or_insert_with(|| DEV_ISSUER.to_owned());
+            config
+                .audience
+                .get_or_insert_with(|| DEV_AUDIENCE.to_owned());
+        }
         let jwks = config
             .jwks_url
             .clone()
-            .map(|url| JwksCache::new(url, config.jwks_min_refresh, config.jwks_max_age))
+            .map(|url| JwksCache::new(url, config.jwks_refreshes_per_minute, config.jwks_max_age))
             .transpose()?;
         let dev_key = config
             .dev_secret
@@ -69,11 +97,24 @@ impl Verifier {
         &self.config
     }
 
+    /// Whether tokens can be verified: the issuer's keys are loaded (or none are needed).
+    pub fn ready(&self) -> bool {
+        self.jwks.as_ref().is_none_or(JwksCache::loaded)
+    }
+
+    /// Keeps the issuer's keys loaded and fresh, forever (the server runs it in the
+    /// background from startup); returns at once without a JWKS.
+    pub async fn refresh_keys_forever(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.refresh_forever().await;
+        }
+    }
+
     /// Verifies `token` and returns who it speaks for, or the reason it is refused. A token
     /// verified before and not yet expired is answered from memory.
-    pub async fn verify(&self, token: &str) -> Result<Principal, String> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err("the token is too large".to_owned());
+            return Err(Refusal::Invalid("the token is too large".to_owned()));
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = chrono::Utc::now().timestamp();
@@ -102,6 +143,8 @@ impl Verifier {
             (Some((kid, key)), Some(jwks)) => jwks
                 .key(kid.as_deref())
                 .await
+                .ok()
+                .flatten()
                 .is_some_and(|current| Arc::ptr_eq(&current, key)),
             (Some(_), None) => false,
         }
@@ -109,9 +152,10 @@ impl Verifier {
 
     /// The full check: signature, algorithm, claims. Returns the principal and the token's
     /// `exp` when it is a whole number of seconds.
-    async fn verify_signed(&self, token: &str) -> Result<(Verified, Option<i64>), String> {
+    async fn verify_signed(&self, token: &str) -> Result<(Verified, Option<i64>), Refusal> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| "the token is malformed or uses an unsupported algorithm".to_owned())?;
+        check_type(header.typ.as_deref())?;
         let algorithm = header.alg;
         let mut jwks_key: Option<Arc<VerificationKey>> = None;
         let key: &DecodingKey = if algorithm == Algorithm::HS256 {
@@ -120,7 +164,7 @@ impl Verifier {
                 .ok_or_else(|| "the algorithm HS256 is not accepted".to_owned())?
         } else {
             if !self.config.algorithms.contains(&algorithm) {
-                return Err(format!("the algorithm {algorithm:?} is not accepted"));
+                return Err(format!("the algorithm {algorithm:?} is not accepted").into());
             }
             let jwks = self
                 .jwks
@@ -129,10 +173,13 @@ impl Verifier {
             let found = jwks_key.insert(
                 jwks.key(header.kid.as_deref())
                     .await
+                    .map_err(|IssuerUnavailable| Refusal::IssuerUnavailable)?
                     .ok_or_else(|| "the token's signing key is unknown".to_owned())?,
             );
             if !found.algorithms.contains(&algorithm) {
-                return Err("the token's algorithm does not match its key".to_owned());
+                return Err("the token's algorithm does not match its key"
+                    .to_owned()
+                    .into());
             }
             &found.key
         };
@@ -176,7 +223,13 @@ impl Verifier {
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, String> {
         let claim = &self.config.org_claim;
         let organization_id = match claims.get(claim) {
-            Some(Value::String(org)) if !org.is_empty() && org.chars().count() <= 128 => {
+            // Stored and compared as text: no control character (Postgres text cannot even
+            // hold NUL), and no longer than the database's organization ids.
+            Some(Value::String(org))
+                if !org.is_empty()
+                    && org.chars().count() <= MAX_ORGANIZATION_CHARS
+                    && !org.chars().any(char::is_control) =>
+            {
                 org.clone()
             }
             _ => return Err(format!("the token has no valid '{claim}' claim")),
@@ -198,6 +251,23 @@ impl Verifier {
             scopes,
             subject,
         })
+    }
+}
+
+/// RFC 9068 §4: an access token is typed `at+jwt`; plain `JWT` and no type are accepted for
+/// issuers that do not type their tokens. Anything else (an ID token, a logout token…) is not
+/// an access token.
+fn check_type(typ: Option<&str>) -> Result<(), String> {
+    match typ {
+        None => Ok(()),
+        Some(typ)
+            if ["at+jwt", "application/at+jwt", "JWT"]
+                .iter()
+                .any(|allowed| typ.eq_ignore_ascii_case(allowed)) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err("the token is not an access token (its typ header)".to_owned()),
     }
 }
 

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 
 use super::serve;
 use crate::auth::{dev, READ_SCOPE};
-use crate::config::{AuthArgs, DatabaseArgs, HttpArgs, RollupArgs};
+use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
 use crate::usage::accounts::{self, NewAccount};
 use crate::usage::event::NewEvent;
 use crate::usage::{ingest, rollup};
@@ -189,7 +189,13 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     drop(conn);
     let config = args.auth.config()?;
     let token = dev::mint(&config, DEMO_ORG, &[READ_SCOPE.to_owned()], 24 * 3600)?;
-    let state = serve::state(&args.db, &args.http, &args.auth)?;
+    let state = serve::state(
+        &args.db,
+        &args.http,
+        &args.auth,
+        &EventArgs::default(),
+        &IdempotencyArgs::default(),
+    )?;
     let base = state.public_url.clone();
     println!("usage-api demo: organization '{DEMO_ORG}' with 5 accounts, a year of usage ({new} new events, {existing} already loaded).");
     println!();

@@ -9,9 +9,9 @@ use clap::Args;
 
 use crate::app::{app, AppState};
 use crate::auth::Verifier;
-use crate::config::{AuthArgs, DatabaseArgs, HttpArgs, RollupArgs};
+use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
 use crate::db::{self, pool};
-use crate::usage::rollup;
+use crate::usage::{ingest, rollup};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -23,16 +23,22 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub rollup: RollupArgs,
+    #[command(flatten)]
+    pub events: EventArgs,
+    #[command(flatten)]
+    pub idempotency: IdempotencyArgs,
     /// Do not apply pending migrations at startup.
     #[arg(long)]
     pub no_migrate: bool,
 }
 
-/// Builds the shared state: pools, token verifier, public URL.
+/// Builds the shared state: pools, token verifier, public URL, ingest limits.
 pub fn state(
     db: &DatabaseArgs,
     http: &HttpArgs,
     auth: &AuthArgs,
+    events: &EventArgs,
+    idempotency: &IdempotencyArgs,
 ) -> anyhow::Result<web::Data<AppState>> {
     let mut state = AppState::new(
         pool::build(&db.database_url, &db.pool_options())?,
@@ -44,6 +50,8 @@ pub fn state(
         .as_deref()
         .map(|url| pool::build(url, &db.pool_options()))
         .transpose()?;
+    state.max_event_age_days = events.max_event_age_days;
+    state.idempotency_ttl = chrono::Duration::hours(i64::from(idempotency.idempotency_ttl_hours));
     Ok(web::Data::new(state))
 }
 
@@ -60,12 +68,21 @@ pub fn start_rollup(state: &web::Data<AppState>, args: &RollupArgs) {
     ));
 }
 
-/// Starts serving `state` on an already bound listener.
+/// How often expired `Idempotency-Key` answers are deleted.
+const KEY_CLEANING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Starts serving `state` on an already bound listener, with the workers every replica runs
+/// beside its requests: the issuer's keys kept loaded (fetched at once), and expired
+/// `Idempotency-Key` answers deleted.
 pub fn start(
     state: web::Data<AppState>,
     listener: TcpListener,
     workers: usize,
 ) -> anyhow::Result<Server> {
+    let keys = state.clone();
+    actix_web::rt::spawn(async move { keys.verifier.refresh_keys_forever().await });
+    let cleaner = state.clone();
+    actix_web::rt::spawn(async move { clean_idempotency_keys(cleaner).await });
     Ok(HttpServer::new(move || app(state.clone()))
         .workers(workers)
         .shutdown_timeout(10)
@@ -73,12 +90,37 @@ pub fn start(
         .run())
 }
 
+/// Deletes expired `Idempotency-Key` answers now and every `KEY_CLEANING_INTERVAL`, forever.
+/// Replicas may all do it: the deletes are idempotent. A failure waits for the next round.
+async fn clean_idempotency_keys(state: web::Data<AppState>) {
+    loop {
+        let expired_before = chrono::Utc::now() - state.idempotency_ttl;
+        match pool::connection(&state.pool).await {
+            Ok(mut conn) => match ingest::delete_expired_keys(&mut conn, expired_before).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+                Err(err) => tracing::warn!(error = %err, "deleting expired idempotency keys"),
+            },
+            Err(err) => tracing::warn!(error = %err, "deleting expired idempotency keys"),
+        }
+        tokio::time::sleep(KEY_CLEANING_INTERVAL).await;
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Refuse a configuration that does not fail closed before touching anything.
+    args.auth.config()?.check()?;
     if !args.no_migrate {
         db::migrate::ensure_database(&args.db.database_url).await?;
         db::migrate::run(&args.db.database_url).await?;
     }
-    let state = state(&args.db, &args.http, &args.auth)?;
+    let state = state(
+        &args.db,
+        &args.http,
+        &args.auth,
+        &args.events,
+        &args.idempotency,
+    )?;
     let listener = TcpListener::bind(&args.http.bind)
         .with_context(|| format!("binding {}", args.http.bind))?;
     tracing::info!(bind = %args.http.bind, public_url = %state.public_url, "serving");

@@ -12,9 +12,22 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: the database answers and the issuer's keys are loaded.
 pub async fn ready(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     let mut conn = pool::connection(&state.pool).await?;
     diesel::sql_query("SELECT 1").execute(&mut conn).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+    let keys = state.verifier.ready();
+    let body = serde_json::json!({
+        "status": if keys { "ready" } else { "not_ready" },
+        "database": "ok",
+        "keys": if keys { "loaded" } else { "not_loaded" },
+    });
+    Ok(if keys {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .insert_header(("Cache-Control", "no-store"))
+            .json(body)
+    })
 }

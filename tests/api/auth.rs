@@ -2,8 +2,6 @@
 //! does not (and with which challenge), key rotation, and that unknown key ids cannot hammer the
 //! issuer.
 
-use std::time::Duration;
-
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -221,14 +219,13 @@ async fn a_token_without_the_read_scope_is_forbidden_with_a_challenge() {
 #[actix_web::test]
 async fn rotated_keys_are_picked_up_and_retired_keys_stop_working() {
     let app = TestApp::spawn_with(Options {
-        jwks_min_refresh: Duration::ZERO,
         kids: vec!["rsa-1"],
         ..Options::default()
     })
     .await;
-    assert_eq!(app.jwks.hits(), 0, "fetched lazily");
+    app.wait_until_ready().await;
+    assert_eq!(app.jwks.hits(), 1, "fetched at startup");
     assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
-    assert_eq!(app.jwks.hits(), 1);
     assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
     assert_eq!(app.jwks.hits(), 1, "cached");
 
@@ -246,27 +243,161 @@ async fn rotated_keys_are_picked_up_and_retired_keys_stop_working() {
     );
 }
 
+/// A token signed with the fixture key `rsa-1` but naming the key id `kid`.
+fn naming_kid(kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    let (_, key) = crate::support::tokens::private_key("rsa-1");
+    encode(&header, &claims("org-a"), &key).unwrap()
+}
+
 #[actix_web::test]
 async fn unknown_key_ids_do_not_hammer_the_jwks() {
-    let app = TestApp::spawn().await; // at most one refresh a minute
+    let app = TestApp::spawn().await; // a bucket of 10 fetches, refilled at 10 a minute
+    app.wait_until_ready().await;
     assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
-    assert_eq!(app.jwks.hits(), 1);
-    let (_, key) = crate::support::tokens::private_key("rsa-1");
-    for n in 0..25 {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(format!("made-up-{n}"));
-        let forged = encode(&header, &claims("org-a"), &key).unwrap();
-        assert_eq!(app.get(LIST, &forged).await.status, 401);
+    let before = app.jwks.hits();
+    for n in 0..40 {
+        let reply = app.get(LIST, &naming_kid(&format!("made-up-{n}"))).await;
+        assert_invalid_token(&reply, "signing key is unknown");
     }
-    assert_eq!(app.jwks.hits(), 1, "no refresh within the minimum interval");
+    let fetched = app.jwks.hits() - before;
+    assert!(
+        (1..=10).contains(&fetched),
+        "40 unknown kids made {fetched} fetches"
+    );
     assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
 }
 
 #[actix_web::test]
-async fn an_unreachable_or_broken_jwks_refuses_tokens_without_leaking_details() {
+async fn a_key_rotated_in_right_after_probes_is_picked_up_within_seconds() {
+    let app = TestApp::spawn_with(Options {
+        kids: vec!["rsa-1"],
+        ..Options::default()
+    })
+    .await;
+    app.wait_until_ready().await;
+    // Someone probes with garbage key ids until the bucket is empty…
+    for n in 0..15 {
+        app.get(LIST, &naming_kid(&format!("probe-{n}"))).await;
+    }
+    // …and then the issuer rotates a key in: its tokens pass within seconds (the bucket
+    // refills one fetch every 6 s), never a minute later.
+    app.jwks.publish(&["rsa-1", "rsa-2"]);
+    let rotated = sign("rsa-2", &claims("org-a"));
+    let started = std::time::Instant::now();
+    loop {
+        let reply = app.get(LIST, &rotated).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert_invalid_token(&reply, "signing key is unknown");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "the rotated key was not picked up"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_unreachable_or_broken_jwks_is_an_outage_not_a_bad_token() {
     let app = TestApp::spawn().await;
     app.jwks.publish_raw(json!({"keys": "not a list"}));
     let reply = app.get(LIST, &token("org-a")).await;
-    assert_invalid_token(&reply, "signing key is unknown");
+    assert_eq!((reply.status, reply.code()), (503, "service_unavailable"));
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry));
+    assert_eq!(
+        reply.header("www-authenticate"),
+        None,
+        "not a token problem"
+    );
     assert!(!reply.text.contains("127.0.0.1") && !reply.text.contains("jwks"));
+    let ready = app.get_with("/health/ready", &[]).await;
+    assert_eq!(
+        (ready.status, ready.body["keys"].as_str()),
+        (503, Some("not_loaded"))
+    );
+
+    // The issuer comes back: the same token passes, without a restart.
+    app.jwks.publish(&["rsa-1", "ec-1", "ed-1"]);
+    let started = std::time::Instant::now();
+    while app.get(LIST, &token("org-a")).await.status != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never recovered"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.get_with("/health/ready", &[]).await.status, 200);
+}
+
+#[actix_web::test]
+async fn an_issuer_that_goes_down_does_not_stop_known_keys_but_unknown_ones_are_a_503() {
+    let app = TestApp::spawn().await;
+    app.wait_until_ready().await;
+    app.jwks.stop().await;
+    // A key we hold still verifies…
+    assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
+    // …a key we do not hold cannot be checked: 503, not 401.
+    let reply = app.get(LIST, &sign("rsa-2", &claims("org-a"))).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (503, "service_unavailable"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.header("retry-after").is_some());
+}
+
+#[actix_web::test]
+async fn id_tokens_and_unstorable_organizations_are_refused() {
+    let app = TestApp::spawn().await;
+    for typ in ["JWT", "at+jwt", "application/at+JWT"] {
+        let (alg, key) = crate::support::tokens::private_key("rsa-1");
+        let mut header = Header::new(alg);
+        header.kid = Some("rsa-1".into());
+        header.typ = Some(typ.into());
+        let reply = app
+            .get(LIST, &encode(&header, &claims("org-a"), &key).unwrap())
+            .await;
+        assert_eq!(reply.status, 200, "typ {typ}: {}", reply.body);
+    }
+    for typ in ["id_token+jwt", "logout+jwt", "secevent+jwt", "JOSE"] {
+        let (alg, key) = crate::support::tokens::private_key("rsa-1");
+        let mut header = Header::new(alg);
+        header.kid = Some("rsa-1".into());
+        header.typ = Some(typ.into());
+        let reply = app
+            .get(LIST, &encode(&header, &claims("org-a"), &key).unwrap())
+            .await;
+        assert_invalid_token(&reply, "not an access token");
+    }
+    for org in [
+        json!("org\u{0}a"),
+        json!("x".repeat(129)),
+        json!("a\nb"),
+        json!(""),
+    ] {
+        let mut c = claims("org-a");
+        c["org_id"] = org.clone();
+        let reply = app.get(LIST, &sign("rsa-1", &c)).await;
+        assert_invalid_token(&reply, "org_id");
+    }
+    let mut c = claims("org-a");
+    c["org_id"] = json!("x".repeat(128));
+    assert_eq!(
+        app.get(LIST, &sign("rsa-1", &c)).await.status,
+        200,
+        "128 is the limit"
+    );
+    // The same claims through the write path.
+    let mut c = claims("org-a");
+    c["org_id"] = json!("org\u{0}a");
+    c["scope"] = json!(crate::support::tokens::WRITE);
+    let reply = app
+        .post("/express/usage/events", &sign("rsa-1", &c), &[], "[]")
+        .await;
+    assert_eq!(reply.status, 401);
 }

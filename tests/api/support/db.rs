@@ -71,7 +71,11 @@ impl TestDb {
         .await
         .expect("create the test schema");
         let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        // Every connection of the test names itself after the schema, so that the test's end
+        // can close those a cancelled request left in a transaction (they would hold locks
+        // that DROP SCHEMA waits for).
+        let url =
+            format!("{base}{separator}options=-csearch_path%3D{schema}&application_name={schema}");
         usage_api::db::migrate::run(&url)
             .await
             .expect("migrate the test schema");
@@ -81,11 +85,21 @@ impl TestDb {
     pub async fn conn(&self) -> AsyncPgConnection {
         connect(&self.url).await
     }
+
+    /// The schema's name (also the `application_name` of its connections).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        let statement = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{schema}' AND pid <> pg_backend_pid(); \
+             DROP SCHEMA IF EXISTS {schema} CASCADE",
+            schema = self.schema
+        );
         let url = test_database_url().to_owned();
         // A plain thread: the connection wrapper drives its own runtime there.
         let _ = std::thread::spawn(move || {

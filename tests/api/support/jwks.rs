@@ -73,6 +73,11 @@ impl JwksServer {
         *self.published.keys.write().unwrap() = document;
     }
 
+    /// Stops serving: the issuer is down (connections are refused).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+
     /// How many times the JWKS was fetched.
     pub fn hits(&self) -> usize {
         self.published.hits.load(Ordering::SeqCst)

@@ -89,7 +89,8 @@ impl Reply {
 }
 
 pub struct Options {
-    pub jwks_min_refresh: Duration,
+    /// JWKS fetches unknown key ids may cause per minute.
+    pub jwks_refreshes_per_minute: u32,
     pub kids: Vec<&'static str>,
     /// Point the server's pool somewhere else (e.g. nowhere) instead of the test schema.
     pub database_url: Option<String>,
@@ -103,7 +104,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            jwks_min_refresh: Duration::from_secs(60),
+            jwks_refreshes_per_minute: 10,
             kids: vec!["rsa-1", "ec-1", "ed-1"],
             database_url: None,
             rollup_interval: None,
@@ -127,7 +128,7 @@ impl TestApp {
             algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA],
             org_claim: "org_id".to_owned(),
             leeway: Duration::from_secs(30),
-            jwks_min_refresh: options.jwks_min_refresh,
+            jwks_refreshes_per_minute: options.jwks_refreshes_per_minute,
             jwks_max_age: Duration::from_secs(600),
             dev_secret: None,
         };
@@ -210,6 +211,15 @@ impl TestApp {
         .await
     }
 
+    /// Waits (up to 10 s) until `/health/ready` answers 200: the issuer's keys are loaded.
+    pub async fn wait_until_ready(&self) {
+        let started = std::time::Instant::now();
+        while self.get_with("/health/ready", &[]).await.status != 200 {
+            assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// GET with a bearer token.
     pub async fn get(&self, path_and_query: &str, token: &str) -> Reply {
         let authorization = format!("Bearer {token}");
@@ -227,6 +237,17 @@ impl TestApp {
 
     pub async fn conn(&self) -> AsyncPgConnection {
         self.db.conn().await
+    }
+
+    /// The one bigint a query of the test schema answers (e.g. a `count(*)`).
+    pub async fn count(&self, query: &str) -> i64 {
+        use diesel_async::RunQueryDsl;
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+            "({query})"
+        )))
+        .get_result(&mut self.conn().await)
+        .await
+        .unwrap_or_else(|err| panic!("{query}: {err}"))
     }
 
     /// Creates accounts: (account id, organization id).
@@ -298,9 +319,20 @@ async fn send(
             assert_eq!(content_type, media_type, "{what}");
             assert_matches_schema(schema, &body);
         }
+        // Readiness: not ready (a Health body) is not an error body.
+        (503, _) if what.starts_with("/health/") && body.get("code").is_none() => {
+            assert_matches_schema("Health", &body)
+        }
         (400.., _) => {
             assert_eq!(content_type, "application/json", "{what}");
             assert_matches_schema("Error", &body);
+            // An error is about this request only.
+            assert_eq!(headers.get("cache-control").unwrap(), "no-store", "{what}");
+            assert_eq!(
+                headers.get("x-content-type-options").unwrap(),
+                "nosniff",
+                "{what}"
+            );
         }
         _ => {}
     }
