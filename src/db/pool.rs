@@ -1,5 +1,5 @@
 //! The async connection pool (diesel-async + deadpool). Every new connection gets a statement
-//! timeout so a runaway query cannot hold a connection forever.
+//! timeout so a runaway query cannot hold a connection forever, and learns the database epoch.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::error::ApiError;
 
@@ -42,11 +42,21 @@ pub fn build(url: &str, options: &PoolOptions) -> anyhow::Result<DbPool> {
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let mut conn = super::connect::establish(&url).await?;
             diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
                 .execute(&mut conn)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            // Which database this connection reached (migration 4): read cheaply by every
+            // version query from then on, and anew by every new connection, so a failover or a
+            // restore shows up as soon as the pool reconnects.
+            if let Err(err) =
+                diesel::sql_query("SELECT set_config('usage_api.epoch', usage_api_epoch(), false)")
+                    .execute(&mut conn)
+                    .await
+            {
+                tracing::warn!(error = %err, "the database epoch is unknown (not migrated?)");
+            }
             Ok(conn)
         })
     });

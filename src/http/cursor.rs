@@ -28,6 +28,9 @@ pub struct Token {
     /// The data version the position was taken at.
     #[serde(rename = "v")]
     pub data_version: i64,
+    /// The database epoch of that version (absent in tokens of older releases: never current).
+    #[serde(rename = "e", default)]
+    pub epoch: u64,
     /// The page the token leads to.
     #[serde(rename = "p")]
     pub page: u32,
@@ -38,10 +41,12 @@ pub struct Token {
 }
 
 impl Token {
-    pub fn new(data_version: i64, page: u32, side: Side, position: Vec<KeyValue>) -> Self {
+    pub fn new(version: (u64, i64), page: u32, side: Side, position: Vec<KeyValue>) -> Self {
+        let (epoch, data_version) = version;
         Token {
             format: FORMAT,
             data_version,
+            epoch,
             page,
             side,
             position,
@@ -130,7 +135,7 @@ mod tests {
     #[test]
     fn a_token_round_trips_only_with_its_key_and_query() {
         let token = Token::new(
-            7,
+            (5, 7),
             3,
             Side::After,
             vec![KeyValue::Id(uuid::Uuid::nil()), KeyValue::Maybe(None)],

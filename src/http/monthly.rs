@@ -143,6 +143,7 @@ impl ListParams {
         }
         Ok(Some(monthly::Seek {
             data_version: token.data_version,
+            epoch: token.epoch,
             side: token.side,
             position: token.position,
         }))
@@ -157,6 +158,7 @@ impl ListParams {
         strong_tag(&[
             b"usage list v1",
             organization_id.as_bytes(),
+            &version.epoch.to_le_bytes(),
             &version.data_version.to_le_bytes(),
             &version.as_of.timestamp_micros().to_le_bytes(),
             &self.query.page.to_le_bytes(),
@@ -166,6 +168,15 @@ impl ListParams {
             base_url.as_bytes(),
         ])
     }
+}
+
+/// Whether `If-None-Match` is `*` (any current representation).
+fn lists_any(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|candidate| candidate.trim() == "*")
 }
 
 /// Whether an `If-None-Match` header lists `tag` (weak comparison, RFC 9110 §13.1.2) or `*`.
@@ -205,14 +216,9 @@ pub async fn list(
         // A revalidation reads only the organization's version (and, once per version, its
         // accounts): never usage_monthly.
         let version = monthly::version(&mut conn, organization).await?;
-        let foreign = monthly::foreign_accounts(
-            &mut conn,
-            organization,
-            version.data_version,
-            filter,
-            &state.read_cache,
-        )
-        .await?;
+        let foreign =
+            monthly::foreign_accounts(&mut conn, organization, &version, filter, &state.read_cache)
+                .await?;
         if !foreign.is_empty() {
             return Err(ApiError::ForbiddenAccounts(foreign));
         }
@@ -277,7 +283,7 @@ fn cursors(params: &ListParams, organization: &str, key: &[u8], found: &monthly:
     let binding = params.binding(organization);
     let token = |row: Option<&monthly::MonthlyRow>, page: u32, side: Side| {
         let position = seek::position(row?, &params.query.order)?;
-        let token = cursor::Token::new(found.version.data_version, page, side, position);
+        let token = cursor::Token::new(found.version.key(), page, side, position);
         cursor::encode(key, &binding, &token)
     };
     Cursors {
@@ -311,13 +317,16 @@ pub async fn show(
         strong_tag(&[
             b"usage record v1",
             organization.as_bytes(),
+            &version.epoch.to_le_bytes(),
             &version.data_version.to_le_bytes(),
             id.as_bytes(),
             state.public_url.as_bytes(),
         ])
     };
-    if req.headers().contains_key(header::IF_NONE_MATCH) {
-        // A record changes only with its organization's data version.
+    // A record changes only with its organization's data version, so a tag can be checked
+    // without reading the record; but `*` asks whether the record exists at all, which only
+    // reading it can tell (a missing or foreign record is a 404 either way).
+    if req.headers().contains_key(header::IF_NONE_MATCH) && !lists_any(&req) {
         let tag = tag(&monthly::version(&mut conn, organization).await?);
         if none_match(&req, &tag) {
             return Ok(not_modified(&tag));
@@ -325,7 +334,11 @@ pub async fn show(
     }
     let (version, row) = monthly::find_versioned(&mut conn, organization, id).await?;
     let row = row.ok_or(ApiError::NotFound)?;
-    hal(&UsageRecord::new(&row, &state.public_url), &tag(&version))
+    let tag = tag(&version);
+    if none_match(&req, &tag) {
+        return Ok(not_modified(&tag));
+    }
+    hal(&UsageRecord::new(&row, &state.public_url), &tag)
 }
 
 /// A strong entity tag: the first 128 bits of SHA-256 over length-prefixed `parts`, in hex.

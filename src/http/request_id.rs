@@ -11,8 +11,14 @@ use actix_web::Error;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The caller's id when it is exactly one value of the documented pattern
+/// (`^[A-Za-z0-9._:-]{1,128}$`); anything else is replaced.
 fn incoming(req: &ServiceRequest) -> Option<HeaderValue> {
-    let value = req.headers().get(&X_REQUEST_ID)?;
+    let mut values = req.headers().get_all(&X_REQUEST_ID);
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
     let ok = (1..=128).contains(&value.len())
         && value
             .as_bytes()

@@ -2,7 +2,8 @@
 //! version) and each organization's account set per data version.
 //!
 //! Both are keyed by `organizations.data_version`, which moves in the same transaction as every
-//! change to the organization's rows or accounts (triggers, migration 3). A version is read in
+//! change to the organization's rows or accounts (triggers, migration 3), and by the database
+//! epoch (migration 4), which tells a restored or failed-over database's versions apart. A version is read in
 //! the same snapshot as the rows it serves, so an entry can never describe other data than the
 //! request sees: nothing is ever invalidated, stale versions simply age out. Every replica
 //! keeps its own cache and stays stateless. Both caches are bounded.
@@ -24,8 +25,11 @@ const ACCOUNT_IDS: u64 = 500_000;
 #[derive(Clone)]
 struct AccountsWeight;
 
-impl Weighter<(String, i64), Arc<HashSet<String>>> for AccountsWeight {
-    fn weight(&self, _key: &(String, i64), set: &Arc<HashSet<String>>) -> u64 {
+/// (epoch, data version): see `monthly::Version::key`.
+pub type VersionKey = (u64, i64);
+
+impl Weighter<(String, VersionKey), Arc<HashSet<String>>> for AccountsWeight {
+    fn weight(&self, _key: &(String, VersionKey), set: &Arc<HashSet<String>>) -> u64 {
         set.len() as u64 + 1
     }
 }
@@ -34,8 +38,8 @@ pub struct ReadCache {
     counts: Cache<[u8; 32], i64>,
     /// The newest (data version, total) seen per (organization, filter): lets a read plan its
     /// page before it knows the version, and check the guess in the same snapshot.
-    latest: Cache<[u8; 32], (i64, i64)>,
-    accounts: Cache<(String, i64), Arc<HashSet<String>>, AccountsWeight>,
+    latest: Cache<[u8; 32], (VersionKey, i64)>,
+    accounts: Cache<(String, VersionKey), Arc<HashSet<String>>, AccountsWeight>,
 }
 
 impl Default for ReadCache {
@@ -51,12 +55,19 @@ impl Default for ReadCache {
 /// The filter's meaning, independent of spelling (keyword case, spaces, parentheses), so that
 /// `month eq '2024-01'` and `MONTH  EQ '2024-01'` share one total. `version` is left out of
 /// the key of `latest`.
-fn count_key(organization_id: &str, version: Option<i64>, filter: Option<&Filter>) -> [u8; 32] {
+fn count_key(
+    organization_id: &str,
+    version: Option<VersionKey>,
+    filter: Option<&Filter>,
+) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update((organization_id.len() as u64).to_le_bytes());
     hash.update(organization_id.as_bytes());
     match version {
-        Some(version) => hash.update(version.to_le_bytes()),
+        Some((epoch, version)) => {
+            hash.update(epoch.to_le_bytes());
+            hash.update(version.to_le_bytes());
+        }
         None => hash.update(b"latest"),
     }
     if let Some(filter) = filter {
@@ -69,7 +80,7 @@ impl ReadCache {
     pub fn total(
         &self,
         organization_id: &str,
-        version: i64,
+        version: VersionKey,
         filter: Option<&Filter>,
     ) -> Option<i64> {
         self.counts
@@ -81,14 +92,14 @@ impl ReadCache {
         &self,
         organization_id: &str,
         filter: Option<&Filter>,
-    ) -> Option<(i64, i64)> {
+    ) -> Option<(VersionKey, i64)> {
         self.latest.get(&count_key(organization_id, None, filter))
     }
 
     pub fn remember_total(
         &self,
         organization_id: &str,
-        version: i64,
+        version: VersionKey,
         filter: Option<&Filter>,
         total: i64,
     ) {
@@ -98,20 +109,25 @@ impl ReadCache {
         if self
             .latest
             .get(&latest)
-            .is_none_or(|(seen, _)| seen <= version)
+            // A newer version of the same database, or any version of another one.
+            .is_none_or(|(seen, _)| seen.0 != version.0 || seen.1 <= version.1)
         {
             self.latest.insert(latest, (version, total));
         }
     }
 
-    pub fn accounts(&self, organization_id: &str, version: i64) -> Option<Arc<HashSet<String>>> {
+    pub fn accounts(
+        &self,
+        organization_id: &str,
+        version: VersionKey,
+    ) -> Option<Arc<HashSet<String>>> {
         self.accounts.get(&(organization_id.to_owned(), version))
     }
 
     pub fn remember_accounts(
         &self,
         organization_id: &str,
-        version: i64,
+        version: VersionKey,
         ids: Vec<String>,
     ) -> Arc<HashSet<String>> {
         let set = Arc::new(ids.into_iter().collect::<HashSet<_>>());
@@ -131,11 +147,19 @@ mod tests {
         let a = crate::usage::filter::parse("month eq '2024-01'").unwrap();
         let b = crate::usage::filter::parse("MONTH   EQ '2024-01'").unwrap();
         let c = crate::usage::filter::parse("month eq '2024-02'").unwrap();
-        cache.remember_total("org", 3, a.as_ref(), 7);
-        assert_eq!(cache.total("org", 3, b.as_ref()), Some(7));
-        assert_eq!(cache.total("org", 4, a.as_ref()), None);
-        assert_eq!(cache.total("org2", 3, a.as_ref()), None);
-        assert_eq!(cache.total("org", 3, c.as_ref()), None);
-        assert_eq!(cache.total("org", 3, None), None);
+        cache.remember_total("org", (1, 3), a.as_ref(), 7);
+        assert_eq!(cache.total("org", (1, 3), b.as_ref()), Some(7));
+        assert_eq!(cache.total("org", (1, 4), a.as_ref()), None);
+        assert_eq!(
+            cache.total("org", (2, 3), a.as_ref()),
+            None,
+            "another database"
+        );
+        assert_eq!(cache.total("org2", (1, 3), a.as_ref()), None);
+        assert_eq!(cache.total("org", (1, 3), c.as_ref()), None);
+        assert_eq!(cache.total("org", (1, 3), None), None);
+        // A restored database's older version replaces the newest known of the old one.
+        cache.remember_total("org", (2, 1), a.as_ref(), 9);
+        assert_eq!(cache.latest_total("org", a.as_ref()), Some(((2, 1), 9)));
     }
 }

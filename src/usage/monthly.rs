@@ -14,7 +14,8 @@ use super::page::{Order, SortField};
 use super::seek::{KeyValue, Side};
 use crate::db::schema::usage_monthly::{self, dsl as um};
 use crate::db::schema::{accounts, organizations, rollup_dirty};
-use diesel::sql_types::{Nullable, Timestamptz};
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
+use sha2::Digest;
 
 /// One monthly aggregate, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -52,6 +53,8 @@ pub struct ListQuery {
 #[derive(Debug, Clone)]
 pub struct Seek {
     pub data_version: i64,
+    /// The database epoch it was taken in (see `Version::epoch`).
+    pub epoch: u64,
     pub side: Side,
     pub position: Vec<KeyValue>,
 }
@@ -61,6 +64,10 @@ pub struct Seek {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
     pub data_version: i64,
+    /// Which database the version belongs to (migration 4's `usage_api_epoch()`, as this
+    /// connection read it at connect time, hashed): a restore or a failover can bring back a
+    /// data_version with other content, never the same (epoch, data_version).
+    pub epoch: u64,
     /// Events ingested before this instant are all included: the oldest pending dirty mark of
     /// the organization; with none pending, the last rollup that touched it (or its creation).
     /// An organization that does not exist has no data, and reports the time of the read.
@@ -142,6 +149,24 @@ extern "SQL" {
         rolled_up: Nullable<Timestamptz>,
         created: Timestamptz,
     ) -> Timestamptz;
+
+    /// The connection's database epoch (set when it connected), or null.
+    fn current_setting(name: Text, missing_ok: Bool) -> Nullable<Text>;
+}
+
+impl Version {
+    /// What caches and validators key on: the same (epoch, data_version) is the same data.
+    pub fn key(&self) -> (u64, i64) {
+        (self.epoch, self.data_version)
+    }
+}
+
+/// A stable 64-bit digest of the epoch text (the same on every replica).
+fn epoch_of(text: Option<&str>) -> u64 {
+    let digest = sha2::Sha256::digest(text.unwrap_or("").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// The organization's current [`Version`], in one statement (one snapshot).
@@ -153,7 +178,8 @@ pub async fn version(conn: &mut AsyncPgConnection, organization_id: &str) -> Que
     Ok(version_of(found))
 }
 
-type VersionQuery<'a> = organizations::BoxedQuery<'a, Pg, (diesel::sql_types::BigInt, Timestamptz)>;
+type VersionQuery<'a> =
+    organizations::BoxedQuery<'a, Pg, (diesel::sql_types::BigInt, Timestamptz, Nullable<Text>)>;
 
 fn version_query(organization_id: &str) -> VersionQuery<'_> {
     let oldest_mark = rollup_dirty::table
@@ -171,18 +197,23 @@ fn version_query(organization_id: &str) -> VersionQuery<'_> {
                 organizations::rolled_up_at,
                 organizations::created_at,
             ),
+            current_setting("usage_api.epoch", true),
         ))
         .into_boxed()
 }
 
-fn version_of(found: Option<(i64, DateTime<Utc>)>) -> Version {
+type VersionRow = (i64, DateTime<Utc>, Option<String>);
+
+fn version_of(found: Option<VersionRow>) -> Version {
     match found {
-        Some((data_version, as_of)) => Version {
+        Some((data_version, as_of, epoch)) => Version {
             data_version,
+            epoch: epoch_of(epoch.as_deref()),
             as_of,
         },
         None => Version {
             data_version: 0,
+            epoch: 0,
             as_of: Utc::now(),
         },
     }
@@ -229,7 +260,7 @@ pub enum Listed {
 pub async fn foreign_accounts(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
-    version: i64,
+    version: &Version,
     filter: Option<&Filter>,
     cache: &ReadCache,
 ) -> QueryResult<Vec<String>> {
@@ -237,11 +268,12 @@ pub async fn foreign_accounts(
     if ids.is_empty() {
         return Ok(ids);
     }
-    let own = match cache.accounts(organization_id, version) {
+    let own = match cache.accounts(organization_id, version.key()) {
         Some(own) => own,
         None => {
-            let (version, own) = account_set(conn, organization_id).await?;
-            cache.remember_accounts(organization_id, version, own)
+            // Read on the same connection as `version`: the same epoch.
+            let (data_version, own) = account_set(conn, organization_id).await?;
+            cache.remember_accounts(organization_id, (version.epoch, data_version), own)
         }
     };
     Ok(ids.into_iter().filter(|id| !own.contains(id)).collect())
@@ -259,14 +291,14 @@ pub async fn list(
     cache: &ReadCache,
 ) -> QueryResult<Listed> {
     let filter = query.filter.as_ref();
-    if let Some((data_version, total)) = cache.latest_total(organization_id, filter) {
+    if let Some((key, total)) = cache.latest_total(organization_id, filter) {
         let ids = filter.map(Filter::account_ids).unwrap_or_default();
         let owned = ids.is_empty()
             || cache
-                .accounts(organization_id, data_version)
+                .accounts(organization_id, key)
                 .is_some_and(|own| ids.iter().all(|id| own.contains(id)));
         if owned {
-            let known = (data_version, total);
+            let known = (key, total);
             if let Some(listed) = speculate(conn, organization_id, query, seek, known).await? {
                 return Ok(listed);
             }
@@ -277,20 +309,18 @@ pub async fn list(
         .repeatable_read()
         .run(async |conn| {
             let version = version(conn, organization_id).await?;
-            let foreign =
-                foreign_accounts(conn, organization_id, version.data_version, filter, cache)
-                    .await?;
+            let foreign = foreign_accounts(conn, organization_id, &version, filter, cache).await?;
             if !foreign.is_empty() {
                 return Ok(Listed::Forbidden(foreign));
             }
-            let total = match cache.total(organization_id, version.data_version, filter) {
+            let total = match cache.total(organization_id, version.key(), filter) {
                 Some(total) => total,
                 None => {
                     let total: i64 = scoped(organization_id, filter)
                         .count()
                         .get_result(conn)
                         .await?;
-                    cache.remember_total(organization_id, version.data_version, filter, total);
+                    cache.remember_total(organization_id, version.key(), filter, total);
                     total
                 }
             };
@@ -308,14 +338,15 @@ pub async fn list(
         .await
 }
 
-/// How to read the page of `query` when the list has `total` rows in `data_version`: `None`
-/// for a page past the end, else the query and whether it reads backwards.
+/// How to read the page of `query` when the list has `total` rows in version `key` (epoch,
+/// data version): `None` for a page past the end, else the query and whether it reads
+/// backwards.
 fn plan<'a>(
     organization_id: &'a str,
     query: &ListQuery,
     total: i64,
     seek: Option<&Seek>,
-    data_version: i64,
+    key: (u64, i64),
 ) -> Option<(Boxed<'a>, bool, Access)> {
     let per_page = i64::from(query.per_page);
     let start = i64::from(query.page - 1) * per_page;
@@ -326,7 +357,7 @@ fn plan<'a>(
     let after_page = total - start - on_page;
     let filter = query.filter.as_ref();
     let (reverse, access, base) = match seek {
-        Some(seek) if seek.data_version == data_version => {
+        Some(seek) if (seek.epoch, seek.data_version) == key => {
             let reverse = seek.side == Side::Before;
             let base = ordered(scoped(organization_id, filter), &query.order, reverse).filter(
                 super::seek::predicate(&query.order, seek.side, &seek.position),
@@ -354,8 +385,7 @@ async fn read_page(
     seek: Option<&Seek>,
     version: Version,
 ) -> QueryResult<(Vec<MonthlyRow>, Access)> {
-    let Some((base, reverse, access)) =
-        plan(organization_id, query, total, seek, version.data_version)
+    let Some((base, reverse, access)) = plan(organization_id, query, total, seek, version.key())
     else {
         return Ok((Vec::new(), Access::Nothing));
     };
@@ -376,10 +406,10 @@ async fn speculate(
     organization_id: &str,
     query: &ListQuery,
     seek: Option<&Seek>,
-    known: (i64, i64),
+    known: ((u64, i64), i64),
 ) -> QueryResult<Option<Listed>> {
-    let (data_version, total) = known;
-    let planned = plan(organization_id, query, total, seek, data_version);
+    let (key, total) = known;
+    let planned = plan(organization_id, query, total, seek, key);
     let reverse = planned.as_ref().is_some_and(|p| p.1);
     let access = planned.as_ref().map_or(Access::Nothing, |p| p.2);
     let shared: &AsyncPgConnection = conn;
@@ -391,7 +421,7 @@ async fn speculate(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
              SET LOCAL plan_cache_mode = force_generic_plan",
         ),
-        version_query(organization_id).first::<(i64, DateTime<Utc>)>(&mut read_version),
+        version_query(organization_id).first::<VersionRow>(&mut read_version),
         async {
             match planned {
                 Some((base, _, _)) => {
@@ -409,7 +439,7 @@ async fn speculate(
         Ok(((), found, mut rows)) => {
             end.batch_execute("COMMIT").await?;
             let version = version_of(Some(found));
-            if version.data_version != data_version {
+            if version.key() != key {
                 return Ok(None);
             }
             if reverse {
