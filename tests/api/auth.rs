@@ -354,25 +354,19 @@ async fn an_issuer_that_goes_down_does_not_stop_known_keys_but_unknown_ones_are_
 #[actix_web::test]
 async fn id_tokens_and_unstorable_organizations_are_refused() {
     let app = TestApp::spawn().await;
-    for typ in ["JWT", "at+jwt", "application/at+JWT"] {
+    let typed = |typ: &str| {
         let (alg, key) = crate::support::tokens::private_key("rsa-1");
         let mut header = Header::new(alg);
         header.kid = Some("rsa-1".into());
         header.typ = Some(typ.into());
-        let reply = app
-            .get(LIST, &encode(&header, &claims("org-a"), &key).unwrap())
-            .await;
+        encode(&header, &claims("org-a"), &key).unwrap()
+    };
+    for typ in ["JWT", "at+jwt", "application/at+JWT"] {
+        let reply = app.get(LIST, &typed(typ)).await;
         assert_eq!(reply.status, 200, "typ {typ}: {}", reply.body);
     }
     for typ in ["id_token+jwt", "logout+jwt", "secevent+jwt", "JOSE"] {
-        let (alg, key) = crate::support::tokens::private_key("rsa-1");
-        let mut header = Header::new(alg);
-        header.kid = Some("rsa-1".into());
-        header.typ = Some(typ.into());
-        let reply = app
-            .get(LIST, &encode(&header, &claims("org-a"), &key).unwrap())
-            .await;
-        assert_invalid_token(&reply, "not an access token");
+        assert_invalid_token(&app.get(LIST, &typed(typ)).await, "not an access token");
     }
     for org in [
         json!("org\u{0}a"),

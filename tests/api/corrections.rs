@@ -1,13 +1,10 @@
 //! Corrections: quantities are never negative; an event is taken back by a void naming it,
 //! after which every aggregate leaves it out. Voids are idempotent, checked, and org-scoped.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::support::tokens::{token, writer};
+use crate::support::tokens::token;
 use crate::support::TestApp;
-
-const EVENTS: &str = "/express/usage/events";
-const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 fn call(event_id: &str, account: &str, quantity: &str, product: &str) -> serde_json::Value {
     json!({
@@ -21,22 +18,8 @@ fn void(event_id: &str, voids: &str) -> serde_json::Value {
     json!({"event_id": event_id, "voids": voids})
 }
 
-async fn send(app: &TestApp, org: &str, batch: serde_json::Value) -> Vec<(String, Option<String>)> {
-    let reply = app
-        .post(EVENTS, &writer(org), &[JSON], batch.to_string())
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["status"].as_str().unwrap().to_owned(),
-                r["reason"].as_str().map(str::to_owned),
-            )
-        })
-        .collect()
+async fn send(app: &TestApp, org: &str, batch: Value) -> Vec<(String, Option<String>)> {
+    app.send_events(org, batch).await
 }
 
 #[actix_web::test]

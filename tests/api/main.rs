@@ -8,6 +8,7 @@ mod events;
 mod filters;
 mod hardening;
 mod ingest;
+mod migration;
 mod money;
 mod openapi_schema;
 mod ownership;

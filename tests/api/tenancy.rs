@@ -24,21 +24,7 @@ fn void(event_id: &str, voids: &str) -> Value {
 }
 
 async fn send(app: &TestApp, org: &str, batch: Value) -> Vec<(String, Option<String>)> {
-    let reply = app
-        .post(EVENTS, &writer(org), &[JSON], batch.to_string())
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["status"].as_str().unwrap().to_owned(),
-                r["reason"].as_str().map(str::to_owned),
-            )
-        })
-        .collect()
+    app.send_events(org, batch).await
 }
 
 fn accepted() -> (String, Option<String>) {
@@ -288,12 +274,8 @@ async fn an_expired_idempotency_key_is_free_again_and_deleted() {
         .await;
     assert_eq!(first.body["accepted"], 1);
     // A day and a bit later (the stored answer is backdated)…
-    diesel_async::SimpleAsyncConnection::batch_execute(
-        &mut app.conn().await,
-        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours'",
-    )
-    .await
-    .unwrap();
+    app.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .await;
     // …the key serves another request instead of answering 422.
     let second = app
         .post(
@@ -309,12 +291,8 @@ async fn an_expired_idempotency_key_is_free_again_and_deleted() {
     );
     assert_eq!(second.header("idempotent-replayed"), None);
 
-    diesel_async::SimpleAsyncConnection::batch_execute(
-        &mut app.conn().await,
-        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours'",
-    )
-    .await
-    .unwrap();
+    app.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .await;
     let cutoff = chrono::Utc::now() - chrono::Duration::hours(24);
     let deleted = usage_api::usage::ingest::delete_expired_keys(&mut app.conn().await, cutoff)
         .await

@@ -239,6 +239,42 @@ impl TestApp {
         self.db.conn().await
     }
 
+    /// POSTs a JSON batch of events for `org` (a write token); answers (status, reason) per
+    /// event, in order.
+    pub async fn send_events(
+        &self,
+        org: &str,
+        batch: serde_json::Value,
+    ) -> Vec<(String, Option<String>)> {
+        let reply = self
+            .post(
+                "/express/usage/events",
+                &tokens::writer(org),
+                &[("Content-Type", "application/json")],
+                batch.to_string(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["status"].as_str().unwrap().to_owned(),
+                    r["reason"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs SQL statements on the test schema.
+    pub async fn execute(&self, sql: &str) {
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut self.conn().await, sql)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
     /// The one bigint a query of the test schema answers (e.g. a `count(*)`).
     pub async fn count(&self, query: &str) -> i64 {
         use diesel_async::RunQueryDsl;
