@@ -85,21 +85,7 @@ pub async fn upsert(
                 .execute(conn)
                 .await?;
         }
-        let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
-        let current: Vec<(String, String)> = accounts::table
-            .filter(accounts::id.eq_any(&ids))
-            .select((accounts::id, accounts::organization_id))
-            .for_update()
-            .load(conn)
-            .await?;
-        let moving: Vec<&NewAccount> = batch
-            .iter()
-            .filter(|a| {
-                current
-                    .iter()
-                    .any(|(id, org)| *id == a.id && *org != a.organization_id)
-            })
-            .collect();
+        let moving = moving(conn, batch).await?;
         for account in &moving {
             refuse_collisions(conn, account).await?;
         }
@@ -123,6 +109,29 @@ pub async fn upsert(
         Ok(changed)
     })
     .await
+}
+
+/// The accounts of `batch` that exist in another organization (locked until the transaction
+/// ends, so that they cannot move meanwhile).
+async fn moving<'a>(
+    conn: &mut AsyncPgConnection,
+    batch: &'a [NewAccount],
+) -> QueryResult<Vec<&'a NewAccount>> {
+    let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
+    let current: Vec<(String, String)> = accounts::table
+        .filter(accounts::id.eq_any(&ids))
+        .select((accounts::id, accounts::organization_id))
+        .for_update()
+        .load(conn)
+        .await?;
+    Ok(batch
+        .iter()
+        .filter(|a| {
+            current
+                .iter()
+                .any(|(id, org)| *id == a.id && *org != a.organization_id)
+        })
+        .collect())
 }
 
 /// Refuses the move of `account` when one of its event ids exists in its new organization.

@@ -373,79 +373,118 @@ pub async fn insert_entries_in(
     organization: Option<&str>,
 ) -> QueryResult<Vec<Outcome>> {
     let owners = owners(conn, entries, organization).await?;
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
-    let mut events: Vec<(usize, &str, &NewEvent)> = Vec::new();
-    let mut voids: Vec<(usize, &str, &NewVoid)> = Vec::new();
-    for (index, entry) in entries.iter().enumerate() {
-        let (org, id) = match entry {
-            Entry::Event(event) => match owners.get(event.account_id.as_str()) {
-                Some(org) => (org.as_str(), event.event_id.as_str()),
-                None => {
-                    outcomes[index] = Some(unknown_account(&event.account_id));
-                    continue;
-                }
-            },
-            Entry::Void(void) => match void_organization(void, organization, &owners) {
-                Ok(org) => (org, void.event_id.as_str()),
-                Err(outcome) => {
-                    outcomes[index] = Some(outcome);
-                    continue;
-                }
-            },
-        };
-        // The first entry of an id in the batch is the candidate; later ones are duplicates.
-        if !seen.insert((org, id)) {
-            outcomes[index] = Some(Outcome::Duplicate);
-            continue;
-        }
-        match entry {
-            Entry::Event(event) => events.push((index, org, event)),
-            Entry::Void(void) => voids.push((index, org, void)),
-        }
-    }
-
-    let mut dirty: Vec<DirtyKey> = Vec::new();
+    let mut batch = Batch::new(entries.len());
+    let (mut events, voids) = batch.candidates(entries, organization, &owners);
     events.sort_unstable_by(|a, b| (a.1, &a.2.event_id).cmp(&(b.1, &b.2.event_id)));
     for chunk in events.chunks(BATCH_SIZE) {
-        let claims: Vec<Claim> = chunk
-            .iter()
-            .map(|(_, org, e)| Claim {
-                organization_id: org,
-                event_id: &e.event_id,
-                account_id: &e.account_id,
-                occurred_at: e.occurred_at,
-            })
-            .collect();
-        let new = claim(conn, &claims).await?;
-        let rows: Vec<_> = chunk
-            .iter()
-            .filter(|(_, org, e)| new.contains(&(org.to_string(), e.event_id.clone())))
-            .map(|(_, org, e)| (usage_events::organization_id.eq(*org), *e))
-            .collect();
-        if !rows.is_empty() {
-            diesel::insert_into(usage_events::table)
-                .values(rows)
-                .execute(conn)
-                .await?;
-        }
-        for (index, org, e) in chunk {
-            outcomes[*index] = Some(if new.contains(&(org.to_string(), e.event_id.clone())) {
-                dirty.push((org.to_string(), e.account_id.clone(), month_of(e)));
-                Outcome::Accepted
-            } else {
-                Outcome::Duplicate
-            });
-        }
+        store_events(conn, chunk, &mut batch).await?;
     }
     if !voids.is_empty() {
-        store_voids(conn, &voids, &mut outcomes, &mut dirty).await?;
+        store_voids(conn, &voids, &mut batch).await?;
     }
-    mark_dirty_keys(conn, dirty).await?;
-    Ok(outcomes
+    mark_dirty_keys(conn, batch.dirty).await?;
+    Ok(batch
+        .outcomes
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::Duplicate))
         .collect())
+}
+
+/// An entry to store: its index in the batch, its organization, and itself.
+type Candidate<'a, T> = (usize, &'a str, &'a T);
+
+/// What a batch comes to so far: an outcome per entry (once known) and the dirty keys.
+struct Batch {
+    outcomes: Vec<Option<Outcome>>,
+    dirty: Vec<DirtyKey>,
+}
+
+impl Batch {
+    fn new(len: usize) -> Self {
+        Batch {
+            outcomes: vec![None; len],
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Gives each entry its organization (or its refusal), and keeps the first entry of each
+    /// (organization, id) as the candidate: later ones are duplicates.
+    fn candidates<'a>(
+        &mut self,
+        entries: &'a [Entry],
+        organization: Option<&'a str>,
+        owners: &'a HashMap<String, String>,
+    ) -> (Vec<Candidate<'a, NewEvent>>, Vec<Candidate<'a, NewVoid>>) {
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let (mut events, mut voids) = (Vec::new(), Vec::new());
+        for (index, entry) in entries.iter().enumerate() {
+            let placed = match entry {
+                Entry::Event(event) => owners
+                    .get(event.account_id.as_str())
+                    .map(|org| (org.as_str(), event.event_id.as_str()))
+                    .ok_or_else(|| unknown_account(&event.account_id)),
+                Entry::Void(void) => void_organization(void, organization, owners)
+                    .map(|org| (org, void.event_id.as_str())),
+            };
+            let (org, id) = match placed {
+                Ok(placed) => placed,
+                Err(refusal) => {
+                    self.outcomes[index] = Some(refusal);
+                    continue;
+                }
+            };
+            if !seen.insert((org, id)) {
+                self.outcomes[index] = Some(Outcome::Duplicate);
+                continue;
+            }
+            match entry {
+                Entry::Event(event) => events.push((index, org, event)),
+                Entry::Void(void) => voids.push((index, org, void)),
+            }
+        }
+        (events, voids)
+    }
+}
+
+/// Claims a chunk of candidate events (sorted) and inserts the new ones.
+async fn store_events(
+    conn: &mut AsyncPgConnection,
+    chunk: &[Candidate<'_, NewEvent>],
+    batch: &mut Batch,
+) -> QueryResult<()> {
+    let claims: Vec<Claim> = chunk
+        .iter()
+        .map(|(_, org, e)| Claim {
+            organization_id: org,
+            event_id: &e.event_id,
+            account_id: &e.account_id,
+            occurred_at: e.occurred_at,
+        })
+        .collect();
+    let new = claim(conn, &claims).await?;
+    let is_new = |org: &str, e: &NewEvent| new.contains(&(org.to_owned(), e.event_id.clone()));
+    let rows: Vec<_> = chunk
+        .iter()
+        .filter(|(_, org, e)| is_new(org, e))
+        .map(|(_, org, e)| (usage_events::organization_id.eq(*org), *e))
+        .collect();
+    if !rows.is_empty() {
+        diesel::insert_into(usage_events::table)
+            .values(rows)
+            .execute(conn)
+            .await?;
+    }
+    for (index, org, e) in chunk {
+        batch.outcomes[*index] = Some(if is_new(org, e) {
+            batch
+                .dirty
+                .push((org.to_string(), e.account_id.clone(), month_of(e)));
+            Outcome::Accepted
+        } else {
+            Outcome::Duplicate
+        });
+    }
+    Ok(())
 }
 
 /// The owning organization of every account the entries name (within `organization`, when
@@ -555,72 +594,41 @@ struct Resolved<'a> {
     occurred_at: DateTime<Utc>,
 }
 
+impl Resolved<'_> {
+    /// The void's own ledger key.
+    fn key(&self) -> (String, String) {
+        (self.organization_id.to_owned(), self.void.event_id.clone())
+    }
+
+    /// The voided event's month (first day).
+    fn month(&self) -> NaiveDate {
+        Month::from_date(self.occurred_at.date_naive()).first_day()
+    }
+}
+
 /// Stores the batch's voids (first of their id in the batch, organization known). The event a
 /// void cancels must exist in its organization (of the void's account, when it names one), not
 /// be a void, and not be voided already. Its (account, month) is marked dirty so that the
 /// rollup drops the event.
-async fn store_voids<'a>(
+async fn store_voids(
     conn: &mut AsyncPgConnection,
-    voids: &[(usize, &'a str, &'a NewVoid)],
-    outcomes: &mut [Option<Outcome>],
-    dirty: &mut Vec<DirtyKey>,
+    voids: &[Candidate<'_, NewVoid>],
+    batch: &mut Batch,
 ) -> QueryResult<()> {
-    let organizations: Vec<&str> = voids.iter().map(|v| v.1).collect();
-    let named: Vec<&str> = voids.iter().map(|v| v.2.voids.as_str()).collect();
-    // The targets, and which of them are voids, in two reads (this transaction's own events
-    // included); a void of the batch is a void too.
-    let targets: HashMap<(String, String), (String, DateTime<Utc>)> = usage_event_ids::table
-        .filter(usage_event_ids::organization_id.eq_any(&organizations))
-        .filter(usage_event_ids::event_id.eq_any(&named))
-        .select((
-            usage_event_ids::organization_id,
-            usage_event_ids::event_id,
-            usage_event_ids::account_id,
-            usage_event_ids::occurred_at,
-        ))
-        .load::<(String, String, String, DateTime<Utc>)>(conn)
-        .await?
-        .into_iter()
-        .map(|(org, id, account, at)| ((org, id), (account, at)))
-        .collect();
-    let mut are_voids: HashSet<(String, String)> = usage_voids::table
-        .filter(usage_voids::organization_id.eq_any(&organizations))
-        .filter(usage_voids::event_id.eq_any(&named))
-        .select((usage_voids::organization_id, usage_voids::event_id))
-        .load::<(String, String)>(conn)
-        .await?
-        .into_iter()
-        .collect();
-    are_voids.extend(
-        voids
-            .iter()
-            .map(|(_, org, v)| (org.to_string(), v.event_id.clone())),
-    );
-
+    let known = Targets::read(conn, voids).await?;
     let mut resolved: Vec<Resolved> = Vec::new();
     for &(index, org, void) in voids {
-        let key = (org.to_owned(), void.voids.clone());
-        let unknown = || Outcome::Rejected(format!("unknown event '{}'", void.voids));
-        if are_voids.contains(&key) {
-            let reason = format!("'{}' is a void; it cannot be voided", void.voids);
-            outcomes[index] = Some(Outcome::Rejected(reason));
-            continue;
-        }
-        match targets.get(&key) {
-            Some((account, _)) if void.account_id.as_ref().is_some_and(|a| a != account) => {
-                outcomes[index] = Some(unknown());
-            }
-            Some((account, at)) => resolved.push(Resolved {
+        match known.resolve(org, void) {
+            Ok((account_id, occurred_at)) => resolved.push(Resolved {
                 index,
                 organization_id: org,
                 void,
-                account_id: account.clone(),
-                occurred_at: *at,
+                account_id,
+                occurred_at,
             }),
-            None => outcomes[index] = Some(unknown()),
+            Err(refusal) => batch.outcomes[index] = Some(refusal),
         }
     }
-
     // The voids' own ids, claimed in the ledger like events' (a repeat is a duplicate).
     resolved.sort_unstable_by(|a, b| {
         (a.organization_id, &a.void.event_id).cmp(&(b.organization_id, &b.void.event_id))
@@ -635,18 +643,88 @@ async fn store_voids<'a>(
         })
         .collect();
     let new = claim(conn, &claims).await?;
-    let (mut claimed, duplicates): (Vec<Resolved>, Vec<Resolved>) = resolved
-        .into_iter()
-        .partition(|r| new.contains(&(r.organization_id.to_owned(), r.void.event_id.clone())));
+    let (claimed, duplicates): (Vec<Resolved>, Vec<Resolved>) =
+        resolved.into_iter().partition(|r| new.contains(&r.key()));
     for r in duplicates {
-        outcomes[r.index] = Some(Outcome::Duplicate);
+        batch.outcomes[r.index] = Some(Outcome::Duplicate);
     }
     if claimed.is_empty() {
         return Ok(());
     }
+    insert_void_rows(conn, claimed, batch).await
+}
 
-    // One void per voided event: the first of the batch wins; the others, and any void of an
-    // event voided before, give their claim back.
+/// The voids' targets as the ledger knows them (this transaction's events included), and which
+/// of them are voids (the batch's own voids among them).
+struct Targets {
+    events: HashMap<(String, String), (String, DateTime<Utc>)>,
+    voids: HashSet<(String, String)>,
+}
+
+impl Targets {
+    async fn read(
+        conn: &mut AsyncPgConnection,
+        voids: &[Candidate<'_, NewVoid>],
+    ) -> QueryResult<Targets> {
+        let organizations: Vec<&str> = voids.iter().map(|v| v.1).collect();
+        let named: Vec<&str> = voids.iter().map(|v| v.2.voids.as_str()).collect();
+        let events = usage_event_ids::table
+            .filter(usage_event_ids::organization_id.eq_any(&organizations))
+            .filter(usage_event_ids::event_id.eq_any(&named))
+            .select((
+                usage_event_ids::organization_id,
+                usage_event_ids::event_id,
+                usage_event_ids::account_id,
+                usage_event_ids::occurred_at,
+            ))
+            .load::<(String, String, String, DateTime<Utc>)>(conn)
+            .await?
+            .into_iter()
+            .map(|(org, id, account, at)| ((org, id), (account, at)))
+            .collect();
+        let mut are_voids: HashSet<(String, String)> = usage_voids::table
+            .filter(usage_voids::organization_id.eq_any(&organizations))
+            .filter(usage_voids::event_id.eq_any(&named))
+            .select((usage_voids::organization_id, usage_voids::event_id))
+            .load::<(String, String)>(conn)
+            .await?
+            .into_iter()
+            .collect();
+        are_voids.extend(
+            voids
+                .iter()
+                .map(|(_, org, v)| (org.to_string(), v.event_id.clone())),
+        );
+        Ok(Targets {
+            events,
+            voids: are_voids,
+        })
+    }
+
+    /// The account and time of the event `void` cancels, or why it cannot.
+    fn resolve(&self, org: &str, void: &NewVoid) -> Result<(String, DateTime<Utc>), Outcome> {
+        let key = (org.to_owned(), void.voids.clone());
+        if self.voids.contains(&key) {
+            let reason = format!("'{}' is a void; it cannot be voided", void.voids);
+            return Err(Outcome::Rejected(reason));
+        }
+        match self.events.get(&key) {
+            // A void naming an account must name the voided event's.
+            Some((account, at)) if void.account_id.as_ref().is_none_or(|a| a == account) => {
+                Ok((account.clone(), *at))
+            }
+            _ => Err(Outcome::Rejected(format!("unknown event '{}'", void.voids))),
+        }
+    }
+}
+
+/// One void per voided event: the first of the batch wins; the others, and any void of an
+/// event voided before, give their ledger claim back.
+async fn insert_void_rows(
+    conn: &mut AsyncPgConnection,
+    mut claimed: Vec<Resolved<'_>>,
+    batch: &mut Batch,
+) -> QueryResult<()> {
     claimed.sort_by(|a, b| {
         (a.organization_id, &a.void.voids, a.index).cmp(&(
             b.organization_id,
@@ -662,7 +740,7 @@ async fn store_voids<'a>(
                 usage_voids::event_id.eq(&r.void.event_id),
                 usage_voids::voided_event_id.eq(&r.void.voids),
                 usage_voids::account_id.eq(&r.account_id),
-                usage_voids::month.eq(Month::from_date(r.occurred_at.date_naive()).first_day()),
+                usage_voids::month.eq(r.month()),
             )
         })
         .collect();
@@ -675,17 +753,16 @@ async fn store_voids<'a>(
         .into_iter()
         .collect();
     for r in claimed {
-        let key = (r.organization_id.to_owned(), r.void.event_id.clone());
+        let key = r.key();
         if stored.contains(&key) {
-            let month = Month::from_date(r.occurred_at.date_naive()).first_day();
-            dirty.push((key.0, r.account_id, month));
-            outcomes[r.index] = Some(Outcome::Accepted);
+            batch.dirty.push((key.0, r.account_id.clone(), r.month()));
+            batch.outcomes[r.index] = Some(Outcome::Accepted);
         } else {
             diesel::delete(usage_event_ids::table.find((&key.0, &key.1)))
                 .execute(conn)
                 .await?;
             let reason = format!("event '{}' is already voided", r.void.voids);
-            outcomes[r.index] = Some(Outcome::Rejected(reason));
+            batch.outcomes[r.index] = Some(Outcome::Rejected(reason));
         }
     }
     Ok(())
