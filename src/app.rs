@@ -13,7 +13,7 @@ use crate::db::schema::signing_keys;
 use crate::db::DbPool;
 use crate::error::{ApiError, FieldError};
 use crate::http::{request_id::request_id, routes};
-use crate::usage::cache::ReadCache;
+use crate::usage::read::cache::ReadCache;
 
 /// Built once, shared by every worker. Everything in it is either configuration or a cache
 /// keyed by data version, so replicas stay interchangeable.
@@ -47,7 +47,7 @@ impl AppState {
             rollup_wake: Default::default(),
             read_cache: ReadCache::default(),
             cursor_key: Default::default(),
-            max_event_age_days: crate::usage::event::DEFAULT_MAX_AGE_DAYS,
+            max_event_age_days: crate::usage::write::event::DEFAULT_MAX_AGE_DAYS,
             idempotency_ttl: chrono::Duration::hours(24),
         }
     }

@@ -88,14 +88,14 @@ impl HttpArgs {
 pub struct EventArgs {
     /// The oldest `occurred_at` accepted, in days before now; older events are rejected
     /// `out_of_range`.
-    #[arg(long, env = "USAGE_API_MAX_EVENT_AGE_DAYS", default_value_t = crate::usage::event::DEFAULT_MAX_AGE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    #[arg(long, env = "USAGE_API_MAX_EVENT_AGE_DAYS", default_value_t = crate::usage::write::event::DEFAULT_MAX_AGE_DAYS, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub max_event_age_days: u32,
 }
 
 impl Default for EventArgs {
     fn default() -> Self {
         EventArgs {
-            max_event_age_days: crate::usage::event::DEFAULT_MAX_AGE_DAYS,
+            max_event_age_days: crate::usage::write::event::DEFAULT_MAX_AGE_DAYS,
         }
     }
 }

@@ -15,8 +15,9 @@ use super::serve;
 use crate::auth::{dev, READ_SCOPE};
 use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
 use crate::usage::accounts::{self, NewAccount};
-use crate::usage::event::NewEvent;
-use crate::usage::{ingest, rollup};
+use crate::usage::rollup;
+use crate::usage::write::event::NewEvent;
+use crate::usage::write::store;
 
 pub const DEMO_ORG: &str = "demo-org";
 pub const OTHER_ORG: &str = "other-org";
@@ -160,11 +161,11 @@ pub async fn load(conn: &mut diesel_async::AsyncPgConnection) -> anyhow::Result<
     accounts::upsert(conn, &demo_accounts()).await?;
     let events = demo_events(Utc::now());
     let mut new = 0;
-    for chunk in events.chunks(ingest::BATCH_SIZE) {
-        let outcomes = ingest::insert_events(conn, chunk).await?;
+    for chunk in events.chunks(store::BATCH_SIZE) {
+        let outcomes = store::insert_events(conn, chunk).await?;
         new += outcomes
             .iter()
-            .filter(|o| **o == ingest::Outcome::Accepted)
+            .filter(|o| **o == store::Outcome::Accepted)
             .count();
     }
     rollup::run_until_clean(conn).await?;

@@ -13,9 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::FileFormat;
 use crate::config::{DatabaseArgs, EventArgs};
-use crate::usage::bulk;
-use crate::usage::event::Window;
-use crate::usage::ingest::Format;
+use crate::usage::write::bulk;
+use crate::usage::write::event::Window;
+use crate::usage::write::store::Format;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {

@@ -11,7 +11,8 @@ use crate::app::{app, AppState};
 use crate::auth::Verifier;
 use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
 use crate::db::{self, pool};
-use crate::usage::{ingest, rollup};
+use crate::usage::rollup;
+use crate::usage::write::store;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -96,7 +97,7 @@ async fn clean_idempotency_keys(state: web::Data<AppState>) {
     loop {
         let expired_before = chrono::Utc::now() - state.idempotency_ttl;
         match pool::connection(&state.pool).await {
-            Ok(mut conn) => match ingest::delete_expired_keys(&mut conn, expired_before).await {
+            Ok(mut conn) => match store::delete_expired_keys(&mut conn, expired_before).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
                 Err(err) => tracing::warn!(error = %err, "deleting expired idempotency keys"),

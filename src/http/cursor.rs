@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::usage::seek::{KeyValue, Side};
+use crate::usage::read::seek::{KeyValue, Side};
 
 /// Longest `cursor` accepted, in bytes; a link whose token would be longer carries none.
 pub const MAX_CURSOR_BYTES: usize = 2048;

@@ -15,8 +15,8 @@ use crate::app::AppState;
 use crate::auth::{Principal, WRITE_SCOPE};
 use crate::db::pool;
 use crate::error::{ApiError, ApiResult};
-use crate::usage::event::{split_reason, Entry, RawEvent, Window};
-use crate::usage::ingest::{self, IdempotencyKey, Outcome, Submission};
+use crate::usage::write::event::{split_reason, Entry, RawEvent, Window};
+use crate::usage::write::store::{self, IdempotencyKey, Outcome, Submission};
 
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -192,7 +192,7 @@ pub async fn ingest(
         expired_before: chrono::Utc::now() - state.idempotency_ttl,
     });
     let mut conn = pool::connection(&state.pool).await?;
-    let submission = ingest::submit(&mut conn, organization, key, &valid, |outcomes| {
+    let submission = store::submit(&mut conn, organization, key, &valid, |outcomes| {
         report(results.clone(), &slots, outcomes)
     })
     .await?;

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::usage::amount::Amount;
 use crate::usage::model::Month;
-use crate::usage::monthly::MonthlyRow;
+use crate::usage::read::MonthlyRow;
 
 pub const HAL_JSON: &str = "application/hal+json";
 pub const LIST_PATH: &str = "/express/usage/month";

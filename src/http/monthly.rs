@@ -12,13 +12,13 @@ use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
 use crate::db::pool;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::usage::page::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
-use crate::usage::seek::{self, Side};
-use crate::usage::{filter, monthly};
+use crate::usage::read::order::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
+use crate::usage::read::seek::{self, Side};
+use crate::usage::read::{self, filter};
 
 /// The list's query string, parsed and checked.
 struct ListParams {
-    query: monthly::ListQuery,
+    query: read::ListQuery,
     filter_text: Option<String>,
     order_by_text: Option<String>,
     /// A position token from a `next` or `prev` link, checked once the key is at hand.
@@ -56,7 +56,7 @@ impl ListParams {
         }
         let mut number = |name: &str, text: Option<String>, max: u32, default: u32| match text {
             None => default,
-            Some(text) => page::parse_bounded(&text, 1, max).unwrap_or_else(|message| {
+            Some(text) => order::parse_bounded(&text, 1, max).unwrap_or_else(|message| {
                 errors.push(FieldError::new(name, message));
                 default
             }),
@@ -80,7 +80,7 @@ impl ListParams {
             (Ok(_), false) => return Err(ApiError::InvalidParameter(errors)),
         };
         Ok(ListParams {
-            query: monthly::ListQuery {
+            query: read::ListQuery {
                 filter,
                 order,
                 page,
@@ -119,7 +119,7 @@ impl ListParams {
     }
 
     /// The position the request's `cursor` names, when it has one.
-    fn seek(&self, key: &[u8], organization_id: &str) -> ApiResult<Option<monthly::Seek>> {
+    fn seek(&self, key: &[u8], organization_id: &str) -> ApiResult<Option<read::Seek>> {
         let Some(text) = &self.cursor else {
             return Ok(None);
         };
@@ -141,7 +141,7 @@ impl ListParams {
                  drop it to read the page by its number",
             ));
         }
-        Ok(Some(monthly::Seek {
+        Ok(Some(read::Seek {
             data_version: token.data_version,
             epoch: token.epoch,
             side: token.side,
@@ -153,7 +153,7 @@ impl ListParams {
     /// version and freshness it shows, the request's own parameters (as the links repeat them)
     /// and the public URL. The position token is not part of it: it changes how the page is
     /// read, never what it holds.
-    fn etag(&self, organization_id: &str, version: &monthly::Version, base_url: &str) -> String {
+    fn etag(&self, organization_id: &str, version: &read::Version, base_url: &str) -> String {
         let no_text: &[u8] = b"\xff";
         strong_tag(&[
             b"usage list v1",
@@ -215,9 +215,9 @@ pub async fn list(
     if req.headers().contains_key(header::IF_NONE_MATCH) {
         // A revalidation reads only the organization's version (and, once per version, its
         // accounts): never usage_monthly.
-        let version = monthly::version(&mut conn, organization).await?;
+        let version = read::version(&mut conn, organization).await?;
         let foreign =
-            monthly::foreign_accounts(&mut conn, organization, &version, filter, &state.read_cache)
+            read::foreign_accounts(&mut conn, organization, &version, filter, &state.read_cache)
                 .await?;
         if !foreign.is_empty() {
             return Err(ApiError::ForbiddenAccounts(foreign));
@@ -234,7 +234,7 @@ pub async fn list(
         let (state, organization, query) =
             (state.clone(), organization.to_owned(), params.query.clone());
         actix_web::rt::spawn(async move {
-            monthly::list(
+            read::list(
                 &mut conn,
                 &organization,
                 &query,
@@ -246,8 +246,8 @@ pub async fn list(
     };
     let listed = task.await.map_err(ApiError::internal)??;
     let found = match listed {
-        monthly::Listed::Forbidden(foreign) => return Err(ApiError::ForbiddenAccounts(foreign)),
-        monthly::Listed::Page(found, _) => found,
+        read::Listed::Forbidden(foreign) => return Err(ApiError::ForbiddenAccounts(foreign)),
+        read::Listed::Page(found, _) => found,
     };
     let cursors = cursors(&params, organization, key, &found);
     let tag = params.etag(organization, &found.version, base_url);
@@ -276,12 +276,12 @@ pub async fn list(
 /// Position tokens for the links out of this page: `next` starts after its last row, `prev`
 /// ends before its first. None for a page past the end (its `prev` is the last page, read from
 /// the end anyway).
-fn cursors(params: &ListParams, organization: &str, key: &[u8], found: &monthly::Page) -> Cursors {
+fn cursors(params: &ListParams, organization: &str, key: &[u8], found: &read::Page) -> Cursors {
     let page = params.query.page;
     let per_page = i64::from(params.query.per_page);
     let total_pages = (found.total + per_page - 1) / per_page;
     let binding = params.binding(organization);
-    let token = |row: Option<&monthly::MonthlyRow>, page: u32, side: Side| {
+    let token = |row: Option<&read::MonthlyRow>, page: u32, side: Side| {
         let position = seek::position(row?, &params.query.order)?;
         let token = cursor::Token::new(found.version.key(), page, side, position);
         cursor::encode(key, &binding, &token)
@@ -313,7 +313,7 @@ pub async fn show(
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "not a valid id"))?;
     let organization = principal.organization_id.as_str();
     let mut conn = pool::connection(state.reads()).await?;
-    let tag = |version: &monthly::Version| {
+    let tag = |version: &read::Version| {
         strong_tag(&[
             b"usage record v1",
             organization.as_bytes(),
@@ -327,12 +327,12 @@ pub async fn show(
     // without reading the record; but `*` asks whether the record exists at all, which only
     // reading it can tell (a missing or foreign record is a 404 either way).
     if req.headers().contains_key(header::IF_NONE_MATCH) && !lists_any(&req) {
-        let tag = tag(&monthly::version(&mut conn, organization).await?);
+        let tag = tag(&read::version(&mut conn, organization).await?);
         if none_match(&req, &tag) {
             return Ok(not_modified(&tag));
         }
     }
-    let (version, row) = monthly::find_versioned(&mut conn, organization, id).await?;
+    let (version, row) = read::find_versioned(&mut conn, organization, id).await?;
     let row = row.ok_or(ApiError::NotFound)?;
     let tag = tag(&version);
     if none_match(&req, &tag) {

@@ -209,5 +209,5 @@ async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> Query
         .iter()
         .map(|(org, account, month)| (org.as_str(), account.as_str(), *month))
         .collect();
-    super::ingest::mark_dirty(conn, &keys).await
+    super::write::store::mark_dirty(conn, &keys).await
 }

@@ -1,16 +1,11 @@
-//! The domain: usage vocabulary, the filter language, paged org-scoped reads, ingestion and the
-//! rollup. Nothing here knows about HTTP.
+//! The domain, by the data's path (DESIGN's diagram): `write` takes raw events in, `rollup`
+//! turns them into aggregates, `read` serves the aggregates. Beside them, the vocabulary
+//! (`model`), exact amounts (`amount`) and the organizations' accounts (`accounts`). Nothing here
+//! knows about HTTP.
 
 pub mod accounts;
 pub mod amount;
-pub mod bulk;
-pub mod cache;
-pub mod event;
-pub mod filter;
-pub mod ingest;
 pub mod model;
-pub mod monthly;
-pub mod page;
-pub mod partitions;
+pub mod read;
 pub mod rollup;
-pub mod seek;
+pub mod write;

@@ -228,7 +228,10 @@ async fn ids_are_stable_and_the_rollup_is_idempotent() {
 
     // A repeated event id is a duplicate, never counted twice.
     let outcomes = app.insert(&[event("e1", "a1")]).await;
-    assert_eq!(outcomes, vec![usage_api::usage::ingest::Outcome::Duplicate]);
+    assert_eq!(
+        outcomes,
+        vec![usage_api::usage::write::store::Outcome::Duplicate]
+    );
     app.rollup().await;
     assert_eq!(records(&app).await.0, after);
 }

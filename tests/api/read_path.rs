@@ -6,7 +6,7 @@
 use diesel::sql_types::Text;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use usage_api::usage::event::NewEvent;
+use usage_api::usage::write::event::NewEvent;
 
 use crate::support::data::{at, dec, event};
 use crate::support::tokens::token;
@@ -497,7 +497,7 @@ async fn reads_go_to_the_read_database_when_one_is_configured() {
     .unwrap();
     let mut on_replica = event("replica-1", "a1");
     on_replica.quantity = dec("42");
-    usage_api::usage::ingest::insert_events(&mut replica_conn, &[on_replica])
+    usage_api::usage::write::store::insert_events(&mut replica_conn, &[on_replica])
         .await
         .unwrap();
     usage_api::usage::rollup::run_until_clean(&mut replica_conn)

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use usage_api::usage::event::NewEvent;
 use usage_api::usage::rollup;
+use usage_api::usage::write::event::NewEvent;
 
 use crate::support::data::{at, dec, event};
 use crate::support::tokens::token;
@@ -122,7 +122,7 @@ async fn concurrent_workers_and_ingest_never_double_count() {
         let url = app.db.url.clone();
         async move {
             let mut conn = crate::support::db::connect(&url).await;
-            usage_api::usage::ingest::insert_events(&mut conn, &chunk)
+            usage_api::usage::write::store::insert_events(&mut conn, &chunk)
                 .await
                 .unwrap();
         }

@@ -294,9 +294,10 @@ async fn an_expired_idempotency_key_is_free_again_and_deleted() {
     app.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
         .await;
     let cutoff = chrono::Utc::now() - chrono::Duration::hours(24);
-    let deleted = usage_api::usage::ingest::delete_expired_keys(&mut app.conn().await, cutoff)
-        .await
-        .unwrap();
+    let deleted =
+        usage_api::usage::write::store::delete_expired_keys(&mut app.conn().await, cutoff)
+            .await
+            .unwrap();
     assert_eq!(deleted, 1);
     assert_eq!(app.count("SELECT count(*) FROM idempotency_keys").await, 0);
 }

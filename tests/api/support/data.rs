@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use usage_api::usage::event::NewEvent;
+use usage_api::usage::write::event::NewEvent;
 
 pub fn dec(text: &str) -> Decimal {
     text.parse().unwrap()

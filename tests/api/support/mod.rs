@@ -20,8 +20,9 @@ use usage_api::app::AppState;
 use usage_api::auth::Verifier;
 use usage_api::config::AuthConfig;
 use usage_api::db::{pool, PoolOptions};
-use usage_api::usage::event::NewEvent;
-use usage_api::usage::{accounts, ingest, rollup};
+use usage_api::usage::write::event::NewEvent;
+use usage_api::usage::write::store;
+use usage_api::usage::{accounts, rollup};
 
 use crate::openapi_schema::assert_matches_schema;
 pub use db::TestDb;
@@ -302,8 +303,8 @@ impl TestApp {
     }
 
     /// Inserts events (their accounts must exist) and answers the outcome of each.
-    pub async fn insert(&self, events: &[NewEvent]) -> Vec<ingest::Outcome> {
-        ingest::insert_events(&mut self.conn().await, events)
+    pub async fn insert(&self, events: &[NewEvent]) -> Vec<store::Outcome> {
+        store::insert_events(&mut self.conn().await, events)
             .await
             .unwrap()
     }

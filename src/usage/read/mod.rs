@@ -1,17 +1,22 @@
 //! Reads of the rollup table, always inside one organization: a filtered, ordered page with its
 //! exact total, and a single record by id.
 
+pub mod cache;
+pub mod filter;
+pub mod order;
+pub mod seek;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
+use self::cache::ReadCache;
+use self::filter::Filter;
+use self::order::{Order, SortField};
+use self::seek::{KeyValue, Side};
 use super::amount::Amount;
-use super::cache::ReadCache;
-use super::filter::Filter;
-use super::page::{Order, SortField};
-use super::seek::{KeyValue, Side};
 use crate::db::schema::usage_monthly::{self, dsl as um};
 use crate::db::schema::{accounts, organizations, rollup_dirty};
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
@@ -360,7 +365,7 @@ fn plan<'a>(
         Some(seek) if (seek.epoch, seek.data_version) == key => {
             let reverse = seek.side == Side::Before;
             let base = ordered(scoped(organization_id, filter), &query.order, reverse).filter(
-                super::seek::predicate(&query.order, seek.side, &seek.position),
+                self::seek::predicate(&query.order, seek.side, &seek.position),
             );
             (reverse, Access::Seek, base)
         }

@@ -9,10 +9,10 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::model::{
+use crate::db::schema::usage_events;
+use crate::usage::model::{
     is_currency, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
 };
-use crate::db::schema::usage_events;
 
 /// Default of `USAGE_API_MAX_EVENT_AGE_DAYS`: the oldest `occurred_at` accepted, in days.
 pub const DEFAULT_MAX_AGE_DAYS: u32 = 3650;

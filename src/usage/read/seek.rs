@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::monthly::MonthlyRow;
-use super::page::{Order, SortField, SortKey};
+use super::order::{Order, SortField, SortKey};
+use super::MonthlyRow;
 use crate::db::schema::usage_monthly::{self, dsl as um};
 
 /// One key value of a row, as a position token carries it.
@@ -46,7 +46,7 @@ type Predicate = Box<dyn BoxableExpression<usage_monthly::table, Pg, SqlType = B
 /// The position of `row` under `order`, or `None` when a key cannot be carried exactly (an
 /// aggregate beyond `rust_decimal`'s 28 digits): the link then falls back to its page number.
 pub fn position(row: &MonthlyRow, order: &Order) -> Option<Vec<KeyValue>> {
-    let number = |amount: &super::amount::Amount| {
+    let number = |amount: &crate::usage::amount::Amount| {
         amount
             .as_str()
             .parse::<Decimal>()

@@ -10,9 +10,9 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::event::{coded, Entry, NewEvent, NewVoid, RawEvent, UNKNOWN_ACCOUNT};
-use super::model::Month;
 use super::partitions;
 use crate::db::schema::{accounts, rollup_dirty, usage_event_ids, usage_events, usage_voids};
+use crate::usage::model::Month;
 
 /// Events per INSERT (16 bind parameters each; Postgres allows 65,535 per statement).
 pub const BATCH_SIZE: usize = 1000;

@@ -144,9 +144,9 @@ mod tests {
     #[test]
     fn totals_are_per_organization_version_and_meaning() {
         let cache = ReadCache::default();
-        let a = crate::usage::filter::parse("month eq '2024-01'").unwrap();
-        let b = crate::usage::filter::parse("MONTH   EQ '2024-01'").unwrap();
-        let c = crate::usage::filter::parse("month eq '2024-02'").unwrap();
+        let a = crate::usage::read::filter::parse("month eq '2024-01'").unwrap();
+        let b = crate::usage::read::filter::parse("MONTH   EQ '2024-01'").unwrap();
+        let c = crate::usage::read::filter::parse("month eq '2024-02'").unwrap();
         cache.remember_total("org", (1, 3), a.as_ref(), 7);
         assert_eq!(cache.total("org", (1, 3), b.as_ref()), Some(7));
         assert_eq!(cache.total("org", (1, 4), a.as_ref()), None);

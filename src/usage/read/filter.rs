@@ -24,10 +24,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable};
 use uuid::Uuid;
 
-use super::model::{
+use crate::db::schema::usage_monthly::dsl as um;
+use crate::usage::model::{
     is_currency, Direction, Month, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
 };
-use crate::db::schema::usage_monthly::dsl as um;
 
 /// Longest accepted filter, in characters.
 pub const MAX_CHARS: usize = 1600;

@@ -18,7 +18,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
 use super::event::{coded, Entry, NewEvent, NewVoid, Window, UNKNOWN_ACCOUNT};
-use super::ingest::{self, month_of, Counts, Format, Outcome, Records, Reject};
+use super::store::{self, month_of, Counts, Format, Outcome, Records, Reject};
 
 /// Events per COPY batch (and transaction)…
 pub const BATCH_ROWS: usize = 50_000;
@@ -94,9 +94,9 @@ pub async fn load(
     // Voids last, once every event of the file is in: a void may name any of them.
     if !voids.is_empty() {
         let mut conn = crate::db::connect::establish(database_url).await?;
-        for chunk in voids.chunks(ingest::BATCH_SIZE) {
+        for chunk in voids.chunks(store::BATCH_SIZE) {
             let entries: Vec<Entry> = chunk.iter().map(|(_, v)| Entry::Void(v.clone())).collect();
-            let outcomes = ingest::insert_entries(&mut conn, &entries, None).await?;
+            let outcomes = store::insert_entries(&mut conn, &entries, None).await?;
             for ((line, _), outcome) in chunk.iter().zip(outcomes) {
                 match outcome {
                     Outcome::Accepted => counts.accepted += 1,
@@ -276,7 +276,7 @@ mod tests {
 
     #[test]
     fn copy_text_escapes_what_copy_would_misread() {
-        let mut e = crate::usage::event::RawEvent::from_json(
+        let mut e = crate::usage::write::event::RawEvent::from_json(
             r#"{"event_id":"e\t1","account_id":"a","product_id":"p\\x","aggr_product_id":"ap","type":"CALL","unit":"MINUTES","description":"two\nlines","occurred_at":"2023-08-31T23:59:59.999999Z","quantity":"1.50","unit_price":"0.0001","currency":"USD"}"#,
         )
         .unwrap()

@@ -213,7 +213,7 @@ async fn prepare_months(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()>
     let next = this
         .checked_add_months(chrono::Months::new(1))
         .unwrap_or(this);
-    super::partitions::ensure(conn, &[this, next]).await
+    super::write::partitions::ensure(conn, &[this, next]).await
 }
 
 /// The server's rollup worker: runs incremental batches whenever woken (an ingest just
