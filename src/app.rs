@@ -1,18 +1,13 @@
-//! `AppState` and the application (routes + middleware), shared by `serve` and the tests.
+//! `AppState`: what every request handler and background worker of a `serve` process shares,
+//! built once (by `cli::serve` and the tests) before the HTTP server starts.
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::middleware::from_fn;
-use actix_web::{web, App};
+use std::sync::Arc;
 
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel::QueryResult;
+use diesel_async::AsyncPgConnection;
 
 use crate::auth::Verifier;
-use crate::db::schema::signing_keys;
 use crate::db::DbPool;
-use crate::error::{ApiError, FieldError};
-use crate::http::{request_id::request_id, routes};
 use crate::usage::read::cache::ReadCache;
 
 /// Built once, shared by every worker. Everything in it is either configuration or a cache
@@ -22,7 +17,8 @@ pub struct AppState {
     pub pool: DbPool,
     /// `DATABASE_READ_URL`'s pool (a replica), used by the read API when set.
     pub read_pool: Option<DbPool>,
-    pub verifier: Verifier,
+    /// Also registered as its own app data, for the `Principal` extractor.
+    pub verifier: Arc<Verifier>,
     /// Base of every HAL link, without a trailing slash.
     pub public_url: String,
     /// Wakes the rollup worker when new events have committed.
@@ -42,7 +38,7 @@ impl AppState {
         AppState {
             pool,
             read_pool: None,
-            verifier,
+            verifier: Arc::new(verifier),
             public_url,
             rollup_wake: Default::default(),
             read_cache: ReadCache::default(),
@@ -57,41 +53,12 @@ impl AppState {
         self.read_pool.as_ref().unwrap_or(&self.pool)
     }
 
-    /// The key for position tokens (shared by every replica through the database).
+    /// The key for position tokens (shared by every replica through the database), read on
+    /// first use.
     pub async fn cursor_key(&self, conn: &mut AsyncPgConnection) -> QueryResult<&[u8]> {
         self.cursor_key
-            .get_or_try_init(|| async {
-                signing_keys::table
-                    .filter(signing_keys::name.eq("page-cursor"))
-                    .select(signing_keys::secret)
-                    .first::<Vec<u8>>(conn)
-                    .await
-            })
+            .get_or_try_init(|| crate::usage::read::cursor_key(conn))
             .await
             .map(Vec::as_slice)
     }
-}
-
-/// The application: routes, the JSON error bodies for actix's own extractor errors, request ids.
-pub fn app(
-    state: web::Data<AppState>,
-) -> App<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    App::new()
-        .app_data(state)
-        .app_data(web::PathConfig::default().error_handler(|err, _| {
-            ApiError::InvalidParameter(vec![FieldError::new("path", err.to_string())]).into()
-        }))
-        .app_data(web::QueryConfig::default().error_handler(|err, _| {
-            ApiError::InvalidParameter(vec![FieldError::new("query", err.to_string())]).into()
-        }))
-        .configure(routes::configure)
-        .wrap(from_fn(request_id))
 }

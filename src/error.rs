@@ -271,6 +271,20 @@ impl From<diesel::result::Error> for ApiError {
     }
 }
 
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for ApiError {
+    /// No connection to be had: the database is unreachable, or every connection is busy for
+    /// longer than the pool's wait (503, retry); anything else is a 500.
+    fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        use diesel_async::pooled_connection::deadpool::PoolError;
+        match err {
+            PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => {
+                ApiError::Unavailable(anyhow::anyhow!("database pool: {err}"))
+            }
+            other => ApiError::internal(anyhow::anyhow!("database pool: {other}")),
+        }
+    }
+}
+
 /// Whether `err` is a lost race that running the whole transaction again may win: a unique
 /// violation (23505: another transaction committed the same key first) or a serialization
 /// failure (40001).

@@ -5,5 +5,5 @@ pub mod jwks;
 pub mod principal;
 pub mod verifier;
 
-pub use principal::{Principal, READ_SCOPE, WRITE_SCOPE};
-pub use verifier::Verifier;
+pub use principal::{READ_SCOPE, WRITE_SCOPE};
+pub use verifier::{Principal, Verifier};

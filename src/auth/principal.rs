@@ -8,21 +8,13 @@ use std::pin::Pin;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpRequest};
 
-use super::verifier::{Refusal, MAX_TOKEN_BYTES};
-use crate::app::AppState;
+use super::verifier::{Principal, Refusal, Verifier, MAX_TOKEN_BYTES};
 use crate::error::ApiError;
 
 /// Scope needed to read monthly usage.
 pub const READ_SCOPE: &str = "express-accounts-usage:read";
 /// Scope needed to send usage events.
 pub const WRITE_SCOPE: &str = "express-accounts-usage:write";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub organization_id: String,
-    pub scopes: Vec<String>,
-    pub subject: Option<String>,
-}
 
 impl Principal {
     /// 403 `insufficient_scope` unless the token carries `scope`.
@@ -87,12 +79,12 @@ impl FromRequest for Principal {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let token = bearer_token(req);
-        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let verifier = req.app_data::<web::Data<Verifier>>().cloned();
         Box::pin(async move {
             let token = token?;
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no AppState")))?;
-            state
-                .verifier
+            let verifier =
+                verifier.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no Verifier")))?;
+            verifier
                 .verify(&token)
                 .await
                 .map_err(|refusal| match refusal {

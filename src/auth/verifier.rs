@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use super::dev::{DEV_AUDIENCE, DEV_ISSUER};
 use super::jwks::{IssuerUnavailable, JwksCache, VerificationKey};
-use super::principal::Principal;
 use crate::config::AuthConfig;
 
 /// Longest token we even look at.
@@ -25,6 +24,14 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 const VERIFIED_TOKENS: usize = 10_000;
 /// Longest organization id (the database's limit).
 pub const MAX_ORGANIZATION_CHARS: usize = 128;
+
+/// Who a request speaks for: what a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub organization_id: String,
+    pub scopes: Vec<String>,
+    pub subject: Option<String>,
+}
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]

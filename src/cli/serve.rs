@@ -7,10 +7,11 @@ use actix_web::{web, HttpServer};
 use anyhow::Context;
 use clap::Args;
 
-use crate::app::{app, AppState};
+use crate::app::AppState;
 use crate::auth::Verifier;
 use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
 use crate::db::{self, pool};
+use crate::http::app;
 use crate::usage::rollup;
 use crate::usage::write::store;
 
@@ -96,7 +97,7 @@ pub fn start(
 async fn clean_idempotency_keys(state: web::Data<AppState>) {
     loop {
         let expired_before = chrono::Utc::now() - state.idempotency_ttl;
-        match pool::connection(&state.pool).await {
+        match state.pool.get().await {
             Ok(mut conn) => match store::delete_expired_keys(&mut conn, expired_before).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),

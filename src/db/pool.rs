@@ -4,13 +4,11 @@
 use std::time::Duration;
 
 use diesel::ConnectionError;
-use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-
-use crate::error::ApiError;
 
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type DbConn = Object<AsyncPgConnection>;
@@ -68,14 +66,4 @@ pub fn build(url: &str, options: &PoolOptions) -> anyhow::Result<DbPool> {
         .runtime(deadpool::Runtime::Tokio1)
         .build()?;
     Ok(pool)
-}
-
-/// A connection from the pool; an unreachable database is a 503 the client may retry.
-pub async fn connection(pool: &DbPool) -> Result<DbConn, ApiError> {
-    pool.get().await.map_err(|err| match err {
-        PoolError::Backend(_) | PoolError::Timeout(_) | PoolError::Closed => {
-            ApiError::Unavailable(anyhow::anyhow!("database pool: {err}"))
-        }
-        other => ApiError::internal(anyhow::anyhow!("database pool: {other}")),
-    })
 }

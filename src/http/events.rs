@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::auth::{Principal, WRITE_SCOPE};
-use crate::db::pool;
 use crate::error::{ApiError, ApiResult};
 use crate::usage::write::event::{split_reason, Entry, RawEvent, Window};
 use crate::usage::write::store::{self, IdempotencyKey, Outcome, Submission};
@@ -191,7 +190,7 @@ pub async fn ingest(
         request_hash: &request_hash,
         expired_before: chrono::Utc::now() - state.idempotency_ttl,
     });
-    let mut conn = pool::connection(&state.pool).await?;
+    let mut conn = state.pool.get().await?;
     let submission = store::submit(&mut conn, organization, key, &valid, |outcomes| {
         report(results.clone(), &slots, outcomes)
     })

@@ -4,7 +4,6 @@ use actix_web::{web, HttpResponse};
 use diesel_async::RunQueryDsl;
 
 use crate::app::AppState;
-use crate::db::pool;
 use crate::error::ApiResult;
 
 /// The process is up.
@@ -14,7 +13,7 @@ pub async fn live() -> HttpResponse {
 
 /// The process can serve: the database answers and the issuer's keys are loaded.
 pub async fn ready(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let mut conn = pool::connection(&state.pool).await?;
+    let mut conn = state.pool.get().await?;
     diesel::sql_query("SELECT 1").execute(&mut conn).await?;
     let keys = state.verifier.ready();
     let body = serde_json::json!({

@@ -10,7 +10,6 @@ use super::cursor;
 use super::hal::{Cursors, LinkParams, UsagePage, UsageRecord, HAL_JSON};
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
-use crate::db::pool;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::read::order::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
 use crate::usage::read::seek::{self, Side};
@@ -208,7 +207,7 @@ pub async fn list(
     let params = ListParams::parse(req.query_string())?;
     let organization = principal.organization_id.as_str();
     let base_url = state.public_url.as_str();
-    let mut conn = pool::connection(state.reads()).await?;
+    let mut conn = state.reads().get().await?;
     let key = state.cursor_key(&mut conn).await?;
     let seek = params.seek(key, organization)?;
     let filter = params.query.filter.as_ref();
@@ -312,7 +311,7 @@ pub async fn show(
     }
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "not a valid id"))?;
     let organization = principal.organization_id.as_str();
-    let mut conn = pool::connection(state.reads()).await?;
+    let mut conn = state.reads().get().await?;
     let tag = |version: &read::Version| {
         strong_tag(&[
             b"usage record v1",

@@ -4,9 +4,12 @@
 pub mod cache;
 pub mod filter;
 pub mod order;
+pub mod row;
 pub mod seek;
 
-use chrono::{DateTime, NaiveDate, Utc};
+pub use row::MonthlyRow;
+
+use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
@@ -16,32 +19,10 @@ use self::cache::ReadCache;
 use self::filter::Filter;
 use self::order::{Order, SortField};
 use self::seek::{KeyValue, Side};
-use super::amount::Amount;
 use crate::db::schema::usage_monthly::{self, dsl as um};
 use crate::db::schema::{accounts, organizations, rollup_dirty};
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
 use sha2::Digest;
-
-/// One monthly aggregate, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = usage_monthly, check_for_backend(Pg))]
-pub struct MonthlyRow {
-    pub id: Uuid,
-    pub account_id: String,
-    pub product_id: String,
-    pub aggr_product_id: String,
-    pub month: NaiveDate,
-    pub usage_type: String,
-    pub description: String,
-    pub currency: String,
-    pub direction: Option<String>,
-    pub resolution: Option<String>,
-    pub unit: String,
-    pub price: Amount,
-    pub wallet_name: String,
-    pub number_of_units: Amount,
-    pub total_amount: Amount,
-}
 
 /// What the caller asked for: which rows, in which order, which page.
 #[derive(Debug, Clone)]
@@ -501,4 +482,14 @@ pub async fn find(
         .first(conn)
         .await
         .optional()
+}
+
+/// The secret that signs position tokens (migration 3's `page-cursor` key).
+pub async fn cursor_key(conn: &mut AsyncPgConnection) -> QueryResult<Vec<u8>> {
+    use crate::db::schema::signing_keys;
+    signing_keys::table
+        .filter(signing_keys::name.eq("page-cursor"))
+        .select(signing_keys::secret)
+        .first::<Vec<u8>>(conn)
+        .await
 }

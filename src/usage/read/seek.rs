@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::order::{Order, SortField, SortKey};
-use super::MonthlyRow;
+use super::row::MonthlyRow;
 use crate::db::schema::usage_monthly::{self, dsl as um};
 
 /// One key value of a row, as a position token carries it.

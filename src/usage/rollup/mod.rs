@@ -224,7 +224,7 @@ pub async fn run_forever(
     wake: std::sync::Arc<tokio::sync::Notify>,
 ) {
     loop {
-        match crate::db::pool::connection(&pool).await {
+        match pool.get().await {
             Ok(mut conn) => match async {
                 prepare_months(&mut conn).await?;
                 run_until_clean(&mut conn).await

@@ -1,0 +1,30 @@
+//! A row of `usage_monthly` as the read API serves it.
+
+use chrono::NaiveDate;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::db::schema::usage_monthly;
+use crate::usage::amount::Amount;
+
+/// One monthly aggregate, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = usage_monthly, check_for_backend(Pg))]
+pub struct MonthlyRow {
+    pub id: Uuid,
+    pub account_id: String,
+    pub product_id: String,
+    pub aggr_product_id: String,
+    pub month: NaiveDate,
+    pub usage_type: String,
+    pub description: String,
+    pub currency: String,
+    pub direction: Option<String>,
+    pub resolution: Option<String>,
+    pub unit: String,
+    pub price: Amount,
+    pub wallet_name: String,
+    pub number_of_units: Amount,
+    pub total_amount: Amount,
+}
