@@ -15,7 +15,7 @@ use super::FileFormat;
 use crate::config::{DatabaseArgs, EventArgs};
 use crate::usage::write::bulk;
 use crate::usage::write::event::Window;
-use crate::usage::write::store::Format;
+use crate::usage::write::records::Format;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {

@@ -13,7 +13,7 @@ use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs
 use crate::db::{self, pool};
 use crate::http::app;
 use crate::usage::rollup;
-use crate::usage::write::store;
+use crate::usage::write::idempotency;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -98,7 +98,8 @@ async fn clean_idempotency_keys(state: web::Data<AppState>) {
     loop {
         let expired_before = chrono::Utc::now() - state.idempotency_ttl;
         match state.pool.get().await {
-            Ok(mut conn) => match store::delete_expired_keys(&mut conn, expired_before).await {
+            Ok(mut conn) => match idempotency::delete_expired_keys(&mut conn, expired_before).await
+            {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
                 Err(err) => tracing::warn!(error = %err, "deleting expired idempotency keys"),

@@ -15,7 +15,8 @@ use crate::app::AppState;
 use crate::auth::{Principal, WRITE_SCOPE};
 use crate::error::{ApiError, ApiResult};
 use crate::usage::write::event::{split_reason, Entry, RawEvent, Window};
-use crate::usage::write::store::{self, IdempotencyKey, Outcome, Submission};
+use crate::usage::write::idempotency::{IdempotencyKey, Submission};
+use crate::usage::write::store::{self, Outcome};
 
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use super::rollup::dirty::{mark_dirty, DirtyMark};
 use crate::db::schema::{
     accounts, organizations, usage_event_ids, usage_events, usage_monthly, usage_voids,
 };
@@ -190,7 +191,7 @@ async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> Query
         .await?;
     // The aggregates go at once: the old organization must not go on reading them until the
     // next rollup…
-    let mut moved: Vec<(String, String, chrono::NaiveDate)> = diesel::update(usage_monthly::table)
+    let moved: Vec<(String, String, chrono::NaiveDate)> = diesel::update(usage_monthly::table)
         .filter(usage_monthly::account_id.eq(id))
         .filter(usage_monthly::organization_id.ne(org))
         .set(usage_monthly::organization_id.eq(org))
@@ -203,11 +204,13 @@ async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> Query
         .await?;
     // …and their groups are marked dirty: a rollup running right now may write the old
     // organization back from its snapshot; the mark makes the next run set it right.
-    moved.sort_unstable();
-    moved.dedup();
-    let keys: Vec<(&str, &str, chrono::NaiveDate)> = moved
-        .iter()
-        .map(|(org, account, month)| (org.as_str(), account.as_str(), *month))
+    let marks = moved
+        .into_iter()
+        .map(|(organization_id, account_id, month)| DirtyMark {
+            organization_id,
+            account_id,
+            month,
+        })
         .collect();
-    super::write::store::mark_dirty(conn, &keys).await
+    mark_dirty(conn, marks).await
 }

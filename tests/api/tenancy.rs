@@ -295,7 +295,7 @@ async fn an_expired_idempotency_key_is_free_again_and_deleted() {
         .await;
     let cutoff = chrono::Utc::now() - chrono::Duration::hours(24);
     let deleted =
-        usage_api::usage::write::store::delete_expired_keys(&mut app.conn().await, cutoff)
+        usage_api::usage::write::idempotency::delete_expired_keys(&mut app.conn().await, cutoff)
             .await
             .unwrap();
     assert_eq!(deleted, 1);

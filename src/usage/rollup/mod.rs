@@ -7,6 +7,8 @@
 //! takes exclusively. A run and its marks commit together: a crash leaves the marks for the
 //! next run.
 
+pub mod dirty;
+
 use std::sync::LazyLock;
 
 use chrono::NaiveDate;

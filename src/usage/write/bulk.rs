@@ -18,7 +18,8 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
 use super::event::{coded, Entry, NewEvent, NewVoid, Window, UNKNOWN_ACCOUNT};
-use super::store::{self, month_of, Counts, Format, Outcome, Records, Reject};
+use super::records::{Format, Records};
+use super::store::{self, month_of, Counts, Outcome, Reject};
 
 /// Events per COPY batch (and transaction)…
 pub const BATCH_ROWS: usize = 50_000;
