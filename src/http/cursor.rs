@@ -63,8 +63,10 @@ pub struct Binding<'a> {
     pub order_by: Option<&'a str>,
 }
 
-fn mac(key: &[u8], binding: &Binding, payload: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+/// The MAC over `payload` and its binding (`None` only for a key HMAC refuses, which the
+/// migration's 32-byte key never is).
+fn mac(key: &[u8], binding: &Binding, payload: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
     let mut part = |bytes: &[u8]| {
         mac.update(&(bytes.len() as u64).to_le_bytes());
         mac.update(bytes);
@@ -79,13 +81,13 @@ fn mac(key: &[u8], binding: &Binding, payload: &[u8]) -> Hmac<Sha256> {
         }
     }
     part(payload);
-    mac
+    Some(mac)
 }
 
 /// The token as a `cursor` value, or `None` when it would be longer than a link may carry.
 pub fn encode(key: &[u8], binding: &Binding, token: &Token) -> Option<String> {
     let payload = serde_json::to_vec(token).ok()?;
-    let tag = mac(key, binding, &payload).finalize().into_bytes();
+    let tag = mac(key, binding, &payload)?.finalize().into_bytes();
     let mut raw = Vec::with_capacity(MAC_BYTES + payload.len());
     raw.extend_from_slice(&tag[..MAC_BYTES]);
     raw.extend_from_slice(&payload);
@@ -108,6 +110,7 @@ pub fn decode(key: &[u8], binding: &Binding, text: &str) -> Result<Token, &'stat
     }
     let (tag, payload) = raw.split_at(MAC_BYTES);
     mac(key, binding, payload)
+        .ok_or(FOREIGN)?
         .verify_truncated_left(tag)
         .map_err(|_| FOREIGN)?;
     let token: Token = serde_json::from_slice(payload).map_err(|_| FOREIGN)?;

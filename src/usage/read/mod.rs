@@ -342,12 +342,18 @@ fn plan<'a>(
     let on_page = per_page.min(total - start);
     let after_page = total - start - on_page;
     let filter = query.filter.as_ref();
-    let (reverse, access, base) = match seek {
-        Some(seek) if (seek.epoch, seek.data_version) == key => {
-            let reverse = seek.side == Side::Before;
-            let base = ordered(scoped(organization_id, filter), &query.order, reverse).filter(
-                self::seek::predicate(&query.order, seek.side, &seek.position),
-            );
+    // A position of this very version that fits the order is sought; anything else is read by
+    // the page's number.
+    let sought = seek
+        .filter(|seek| (seek.epoch, seek.data_version) == key)
+        .and_then(|seek| {
+            self::seek::predicate(&query.order, seek.side, &seek.position)
+                .map(|predicate| (seek.side == Side::Before, predicate))
+        });
+    let (reverse, access, base) = match sought {
+        Some((reverse, predicate)) => {
+            let base =
+                ordered(scoped(organization_id, filter), &query.order, reverse).filter(predicate);
             (reverse, Access::Seek, base)
         }
         _ if after_page < start => {
