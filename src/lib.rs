@@ -1,5 +1,6 @@
 //! usage-api: month-aggregated usage per product, per account, as a paged HAL+JSON API behind
-//! OAuth2. See README.md for the tour and DESIGN (in the repository's docs) for the contract.
+//! OAuth2. README.md is the tour, openapi.yaml the contract, ARCHITECTURE.md the map of this
+//! crate.
 
 pub mod app;
 pub mod auth;

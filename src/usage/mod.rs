@@ -1,4 +1,4 @@
-//! The domain, by the data's path (DESIGN's diagram): `write` takes raw events in, `rollup`
+//! The domain, by the data's path (ARCHITECTURE.md): `write` takes raw events in, `rollup`
 //! turns them into aggregates, `read` serves the aggregates. Beside them, the vocabulary
 //! (`model`), exact amounts (`amount`) and the organizations' accounts (`accounts`). Nothing here
 //! knows about HTTP.

@@ -1,4 +1,4 @@
-//! The filter language of `GET /express/usage/month` (DESIGN §2):
+//! The filter language of `GET /express/usage/month` (openapi.yaml's `filter` parameter):
 //!
 //! ```text
 //! expr       := or

@@ -1,4 +1,4 @@
-//! A raw usage event (DESIGN §3): parsed from an NDJSON object or a CSV row into `NewEvent`,
+//! A raw usage event (the README's event fields, openapi.yaml's `UsageEvent`): parsed from an NDJSON object or a CSV row into `NewEvent`,
 //! every field checked, or refused with a reason a person can act on.
 //!
 //! Numbers are read from their text — a JSON number's own digits, never through `f64`.
@@ -111,7 +111,7 @@ pub struct RawEvent {
     pub voids: Option<String>,
 }
 
-/// A void: cancels an earlier event, which the rollup then leaves out (see DESIGN: corrections
+/// A void: cancels an earlier event, which the rollup then leaves out (corrections
 /// are new events; quantities are never negative).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewVoid {
