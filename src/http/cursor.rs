@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::usage::digest;
 use crate::usage::read::seek::{KeyValue, Side};
 
 /// Longest `cursor` accepted, in bytes; a link whose token would be longer carries none.
@@ -67,10 +68,7 @@ pub struct Binding<'a> {
 /// migration's 32-byte key never is).
 fn mac(key: &[u8], binding: &Binding, payload: &[u8]) -> Option<Hmac<Sha256>> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
-    let mut part = |bytes: &[u8]| {
-        mac.update(&(bytes.len() as u64).to_le_bytes());
-        mac.update(bytes);
-    };
+    let mut part = |bytes: &[u8]| digest::framed(&mut mac, bytes);
     part(b"usage-api page cursor");
     part(binding.organization_id.as_bytes());
     part(&binding.per_page.to_le_bytes());

@@ -9,11 +9,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::auth::{Principal, WRITE_SCOPE};
 use crate::error::{ApiError, ApiResult};
+use crate::usage::digest;
 use crate::usage::write::event::{split_reason, Entry, RawEvent, Window};
 use crate::usage::write::idempotency::{IdempotencyKey, Submission};
 use crate::usage::write::store::{self, Outcome};
@@ -245,14 +245,7 @@ fn check_events(
 
 /// The digest an `Idempotency-Key` is bound to: the body as sent, and how it was read.
 fn request_hash(format: BodyFormat, body: &[u8]) -> String {
-    let mut digest = Sha256::new();
-    digest.update([format as u8]);
-    digest.update(body);
-    digest
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest::hex(&digest::sha256(&[&[format as u8], body]))
 }
 
 /// The answer: every event's result, with the store's outcome in the slots of valid ones.

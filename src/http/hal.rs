@@ -201,8 +201,7 @@ impl<'a> UsagePage<'a> {
         links: &LinkParams,
         cursors: Cursors,
     ) -> Self {
-        let per_page = i64::from(links.per_page);
-        let total_pages = (total + per_page - 1) / per_page;
+        let total_pages = crate::usage::read::order::total_pages(total, links.per_page);
         let last = total_pages.max(1);
         let current = i64::from(page);
         UsagePage {

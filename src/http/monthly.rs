@@ -3,7 +3,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::cursor;
@@ -11,6 +10,7 @@ use super::hal::{Cursors, LinkParams, UsagePage, UsageRecord, HAL_JSON};
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::usage::digest;
 use crate::usage::read::order::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
 use crate::usage::read::seek::{self, Side};
 use crate::usage::read::{self, filter};
@@ -277,8 +277,7 @@ pub async fn list(
 /// the end anyway).
 fn cursors(params: &ListParams, organization: &str, key: &[u8], found: &read::Page) -> Cursors {
     let page = params.query.page;
-    let per_page = i64::from(params.query.per_page);
-    let total_pages = (found.total + per_page - 1) / per_page;
+    let total_pages = order::total_pages(found.total, params.query.per_page);
     let binding = params.binding(organization);
     let token = |row: Option<&read::MonthlyRow>, page: u32, side: Side| {
         let position = seek::position(row?, &params.query.order)?;
@@ -340,22 +339,9 @@ pub async fn show(
     hal(&UsageRecord::new(&row, &state.public_url), &tag)
 }
 
-/// A strong entity tag: the first 128 bits of SHA-256 over length-prefixed `parts`, in hex.
+/// A strong entity tag: the first 128 bits of SHA-256 over the framed `parts`, in hex.
 fn strong_tag(parts: &[&[u8]]) -> String {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part);
-    }
-    let digest = hash.finalize();
-    let mut tag = String::with_capacity(34);
-    tag.push('"');
-    for byte in &digest[..16] {
-        tag.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        tag.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
-    }
-    tag.push('"');
-    tag
+    format!("\"{}\"", digest::hex(&digest::sha256(parts)[..16]))
 }
 
 #[cfg(test)]

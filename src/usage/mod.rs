@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod amount;
+pub mod digest;
 pub mod model;
 pub mod read;
 pub mod rollup;

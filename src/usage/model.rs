@@ -89,6 +89,11 @@ impl Month {
             .map(Month)
     }
 
+    /// The UTC month of an instant.
+    pub fn of(at: chrono::DateTime<chrono::Utc>) -> Self {
+        Month::from_date(at.date_naive())
+    }
+
     pub fn from_date(date: NaiveDate) -> Self {
         Month(date.with_day(1).unwrap_or(date))
     }

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
-use sha2::{Digest, Sha256};
 
 use super::filter::Filter;
+use crate::usage::digest;
 
 /// Totals remembered (32-byte key and an i64 each: about 6 MB at most).
 const COUNT_ENTRIES: usize = 100_000;
@@ -60,20 +60,19 @@ fn count_key(
     version: Option<VersionKey>,
     filter: Option<&Filter>,
 ) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    hash.update((organization_id.len() as u64).to_le_bytes());
-    hash.update(organization_id.as_bytes());
-    match version {
-        Some((epoch, version)) => {
-            hash.update(epoch.to_le_bytes());
-            hash.update(version.to_le_bytes());
-        }
-        None => hash.update(b"latest"),
-    }
-    if let Some(filter) = filter {
-        hash.update(format!("{:?}", filter.expr()).as_bytes());
-    }
-    hash.finalize().into()
+    let version = version.map(|(epoch, version)| {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&epoch.to_le_bytes());
+        bytes[8..].copy_from_slice(&version.to_le_bytes());
+        bytes
+    });
+    digest::sha256(&[
+        organization_id.as_bytes(),
+        version
+            .as_ref()
+            .map_or(b"latest".as_slice(), |v| v.as_slice()),
+        filter.map_or(b"".as_slice(), |f| f.meaning().as_slice()),
+    ])
 }
 
 impl ReadCache {

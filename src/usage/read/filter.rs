@@ -138,6 +138,9 @@ pub enum Expr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     expr: Expr,
+    /// The filter's meaning, independent of its spelling (keyword case, spaces, parentheses):
+    /// a digest of the checked syntax tree, computed once at parse. Totals are cached by it.
+    meaning: [u8; 32],
 }
 
 /// Why a filter was refused, with the 1-based character column where it went wrong.
@@ -181,7 +184,8 @@ pub fn parse(text: &str) -> Result<Option<Filter>, FilterError> {
     if end.kind != Kind::End {
         return Err(parser.unexpected(end));
     }
-    Ok(Some(Filter { expr }))
+    let meaning = crate::usage::digest::sha256(&[format!("{expr:?}").as_bytes()]);
+    Ok(Some(Filter { expr, meaning }))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -631,6 +635,11 @@ fn compile(expr: &Expr) -> Predicate {
 }
 
 impl Filter {
+    /// The digest of what the filter means (see the field).
+    pub fn meaning(&self) -> &[u8; 32] {
+        &self.meaning
+    }
+
     /// The filter as a diesel predicate over `usage_monthly`; every literal is a bind parameter.
     pub fn to_sql(&self) -> Predicate {
         compile(&self.expr)

@@ -8,6 +8,12 @@ pub const MAX_PAGE: u32 = i32::MAX as u32;
 /// Longest accepted `order_by`, in characters.
 pub const MAX_ORDER_BY_CHARS: usize = 40;
 
+/// Pages of `per_page` rows that `total` rows fill (0 for none).
+pub fn total_pages(total: i64, per_page: u32) -> i64 {
+    let per_page = i64::from(per_page.max(1));
+    (total + per_page - 1) / per_page
+}
+
 /// A field the list can be ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortField {

@@ -211,7 +211,7 @@ async fn finish(
 /// Creates this month's and next month's partitions ahead of the events, so that ingest rarely
 /// has to.
 async fn prepare_months(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
-    let this = super::model::Month::from_date(chrono::Utc::now().date_naive()).first_day();
+    let this = super::model::Month::of(chrono::Utc::now()).first_day();
     let next = this
         .checked_add_months(chrono::Months::new(1))
         .unwrap_or(this);

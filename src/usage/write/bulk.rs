@@ -167,10 +167,7 @@ async fn load_batch(
     // (lightly), a lock better held for an instant than for a whole batch.
     let months: Vec<String> = months.iter().map(|m| m.to_string()).collect();
     client
-        .execute(
-            "SELECT usage_events_ensure_partition(m::date) FROM unnest($1::text[]) AS m",
-            &[&months],
-        )
+        .execute(super::partitions::ENSURE, &[&months])
         .await?;
     let tx = client.transaction().await?;
     // Enough memory to sort a batch by event id without spilling to disk.

@@ -3,17 +3,23 @@
 //! which does not stall queries on usage_events the way `CREATE TABLE … PARTITION OF` would).
 
 use chrono::NaiveDate;
-use diesel::sql_types::{Array, Date};
+use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-/// Makes sure a partition exists for each month (first days). Safe under concurrency: the SQL
-/// function swallows a lost creation race.
+/// Creates the partitions of the months `$1` (first days, as `YYYY-MM-DD` text) that do not
+/// exist yet. Safe under concurrency: the SQL function swallows a lost creation race. Every
+/// writer (HTTP batches, the bulk loaders, the rollup's look-ahead) runs this one statement.
+pub const ENSURE: &str =
+    "SELECT usage_events_ensure_partition(m::date) FROM unnest($1::text[]) AS m";
+
+/// Makes sure a partition exists for each month (first days).
 pub async fn ensure(conn: &mut AsyncPgConnection, months: &[NaiveDate]) -> diesel::QueryResult<()> {
     if months.is_empty() {
         return Ok(());
     }
-    diesel::sql_query("SELECT usage_events_ensure_partition(m) FROM unnest($1) AS m")
-        .bind::<Array<Date>, _>(months)
+    let months: Vec<String> = months.iter().map(NaiveDate::to_string).collect();
+    diesel::sql_query(ENSURE)
+        .bind::<Array<Text>, _>(months)
         .execute(conn)
         .await?;
     Ok(())

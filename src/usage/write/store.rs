@@ -62,7 +62,7 @@ pub async fn ensure_partitions(
 
 /// The UTC month (its first day) of an event.
 pub fn month_of(event: &NewEvent) -> NaiveDate {
-    Month::from_date(event.occurred_at.date_naive()).first_day()
+    Month::of(event.occurred_at).first_day()
 }
 
 /// Inserts a batch for `organization` and renders the answer, at most once per idempotency key:

@@ -32,7 +32,7 @@ impl Resolved<'_> {
 
     /// The voided event's month (first day).
     fn month(&self) -> NaiveDate {
-        Month::from_date(self.occurred_at.date_naive()).first_day()
+        Month::of(self.occurred_at).first_day()
     }
 }
 
