@@ -322,14 +322,6 @@ impl ResponseError for ApiError {
             Self::Conflict(source) => tracing::warn!(error = ?source, "conflict after retries"),
             _ => {}
         }
-        let description = self.description();
-        let fields = self.fields();
-        let body = ErrorBody {
-            code: self.code(),
-            message: self.message(),
-            description: &description,
-            fields: &fields,
-        };
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, "application/json"));
         if let Some(challenge) = self.challenge() {
@@ -348,7 +340,22 @@ impl ResponseError for ApiError {
         if let Self::MethodNotAllowed(allowed) = self {
             response.insert_header((header::ALLOW, *allowed));
         }
-        response.body(serde_json::to_string(&body).unwrap_or_default())
+        response.body(self.body())
+    }
+}
+
+impl ApiError {
+    /// The JSON body of the answer.
+    pub fn body(&self) -> String {
+        let description = self.description();
+        let fields = self.fields();
+        let body = ErrorBody {
+            code: self.code(),
+            message: self.message(),
+            description: &description,
+            fields: &fields,
+        };
+        serde_json::to_string(&body).unwrap_or_default()
     }
 }
 
@@ -389,5 +396,26 @@ mod tests {
         listed.sort_unstable();
         assert_eq!(codes, listed);
         assert!(all.iter().all(|e| !e.description().is_empty()));
+    }
+
+    /// The bodies no test request can provoke on purpose; the others are snapshot as real
+    /// answers (tests/api/error_bodies.rs).
+    #[test]
+    fn bodies_of_races_and_internal_errors() {
+        for (name, error) in [
+            (
+                "conflict",
+                ApiError::Conflict(anyhow::anyhow!("duplicate key value")),
+            ),
+            (
+                "internal_error",
+                ApiError::internal(anyhow::anyhow!("SELECT secret")),
+            ),
+            ("issuer_unavailable", ApiError::IssuerUnavailable),
+        ] {
+            let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap();
+            insta::assert_json_snapshot!(name, body);
+            assert!(!error.body().contains("secret") && !error.body().contains("duplicate"));
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod corrections;
 mod crash;
+mod error_bodies;
 mod events;
 mod filters;
 mod hardening;

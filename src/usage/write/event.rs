@@ -174,7 +174,10 @@ impl RawEvent {
     /// Reads one JSON object (an NDJSON line).
     pub fn from_json(text: &str) -> Result<RawEvent, String> {
         let json: JsonEvent = serde_json::from_str(text).map_err(|err| {
-            let message = err.to_string();
+            // Never name an internal type: serde says "expected struct JsonEvent".
+            let message = err
+                .to_string()
+                .replace("struct JsonEvent", "an event object");
             // serde_json appends its own position; the caller reports the line.
             match message.rfind(" at line ") {
                 Some(at) => format!("invalid JSON: {}", &message[..at]),
@@ -510,6 +513,15 @@ mod tests {
             let got = event(&json).unwrap_err();
             assert!(got.starts_with(reason), "{got} !~ {reason}");
         }
+    }
+
+    #[test]
+    fn a_json_value_that_is_no_object_names_no_internal_type() {
+        let reason = RawEvent::from_json("42").unwrap_err();
+        assert_eq!(
+            reason,
+            "invalid JSON: invalid type: integer `42`, expected an event object"
+        );
     }
 
     #[test]
