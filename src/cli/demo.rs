@@ -15,6 +15,7 @@ use super::serve;
 use crate::auth::{dev, READ_SCOPE};
 use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
 use crate::usage::accounts::{self, NewAccount};
+use crate::usage::model::{Direction, Resolution, Unit, UsageType};
 use crate::usage::rollup;
 use crate::usage::write::event::NewEvent;
 use crate::usage::write::store;
@@ -39,13 +40,13 @@ pub struct DemoArgs {
 
 /// (type, product, aggregated product, description, unit, direction, resolution, unit price, wallet)
 type Product = (
+    UsageType,
     &'static str,
     &'static str,
     &'static str,
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    Option<&'static str>,
+    Unit,
+    Option<Direction>,
+    Option<Resolution>,
     &'static str,
     &'static str,
 );
@@ -53,21 +54,21 @@ type Product = (
 // One product a line: a table reads better than rustfmt's one field a line.
 #[rustfmt::skip]
 const PRODUCTS: &[Product] = &[
-    ("NUMBER", "TD-LIC-APP-RC-101910", "TD-USG-TEL-UG-102213", "SIP Number", "NUMBERS", Some("INBOUND"), None, "1", "contact center"),
-    ("CALL", "TD-USG-TEL-IN-100100", "TD-USG-TEL-UG-102213", "Inbound call", "MINUTES", Some("INBOUND"), Some("ANSWERED"), "0.0085", "contact center"),
-    ("CALL", "TD-USG-TEL-OUT-100200", "TD-USG-TEL-UG-102213", "Outbound call", "MINUTES", Some("OUTBOUND"), Some("ANSWERED"), "0.014", "contact center"),
-    ("CALL", "TD-USG-TEL-IN-100100", "TD-USG-TEL-UG-102213", "Inbound call", "MINUTES", Some("INBOUND"), Some("MISSED"), "0.0085", "contact center"),
-    ("AMD", "TD-USG-AMD-100300", "TD-USG-TEL-UG-102213", "Answering machine detection", "REQUESTS", Some("OUTBOUND"), Some("MACHINE"), "0.0025", "contact center"),
-    ("API_REQUEST", "TD-USG-API-100400", "TD-USG-PLAT-UG-102300", "API request", "REQUESTS", None, None, "0.0001", "platform"),
-    ("CALL_SERVICE", "TD-USG-REC-100500", "TD-USG-TEL-UG-102213", "Call recording", "MINUTES", Some("INBOUND"), None, "0.002", "contact center"),
-    ("CREDIT_COMMIT", "TD-LIC-COMMIT-100600", "TD-LIC-COMMIT-100600", "Monthly credit commitment", "OTHER", None, None, "500", "billing"),
-    ("DIALER", "TD-USG-DIAL-100700", "TD-USG-TEL-UG-102213", "Predictive dialer", "SESSIONS", Some("OUTBOUND"), Some("ABANDONED"), "0.05", "outbound"),
-    ("MESSAGE", "TD-USG-SMS-100800", "TD-USG-MSG-UG-102400", "SMS", "SEGMENTS", Some("OUTBOUND"), None, "0.0079", "digital"),
-    ("PRODUCT_SERVICE", "TD-LIC-SEAT-100900", "TD-LIC-SEAT-100900", "Agent seat", "OTHER", None, None, "75", "licenses"),
-    ("RECHARGE", "TD-WAL-RCH-101000", "TD-WAL-RCH-101000", "Wallet recharge", "OTHER", None, None, "1", "contact center"),
-    ("SPEECH_TRANSCRIPTION", "TD-USG-STT-101100", "TD-USG-AI-UG-102500", "Speech transcription", "SECONDS", Some("INBOUND"), None, "0.0004", "ai"),
-    ("VOICEMAIL_TRANSCRIPTION", "TD-USG-VMT-101200", "TD-USG-AI-UG-102500", "Voicemail transcription", "MINUTES", Some("INBOUND"), Some("VOICEMAIL"), "0.02", "ai"),
-    ("OTHER", "TD-USG-STO-101300", "TD-USG-PLAT-UG-102300", "Recording storage", "GB", None, None, "0.023", "platform"),
+    (UsageType::Number, "TD-LIC-APP-RC-101910", "TD-USG-TEL-UG-102213", "SIP Number", Unit::Numbers, Some(Direction::Inbound), None, "1", "contact center"),
+    (UsageType::Call, "TD-USG-TEL-IN-100100", "TD-USG-TEL-UG-102213", "Inbound call", Unit::Minutes, Some(Direction::Inbound), Some(Resolution::Answered), "0.0085", "contact center"),
+    (UsageType::Call, "TD-USG-TEL-OUT-100200", "TD-USG-TEL-UG-102213", "Outbound call", Unit::Minutes, Some(Direction::Outbound), Some(Resolution::Answered), "0.014", "contact center"),
+    (UsageType::Call, "TD-USG-TEL-IN-100100", "TD-USG-TEL-UG-102213", "Inbound call", Unit::Minutes, Some(Direction::Inbound), Some(Resolution::Missed), "0.0085", "contact center"),
+    (UsageType::Amd, "TD-USG-AMD-100300", "TD-USG-TEL-UG-102213", "Answering machine detection", Unit::Requests, Some(Direction::Outbound), Some(Resolution::Machine), "0.0025", "contact center"),
+    (UsageType::ApiRequest, "TD-USG-API-100400", "TD-USG-PLAT-UG-102300", "API request", Unit::Requests, None, None, "0.0001", "platform"),
+    (UsageType::CallService, "TD-USG-REC-100500", "TD-USG-TEL-UG-102213", "Call recording", Unit::Minutes, Some(Direction::Inbound), None, "0.002", "contact center"),
+    (UsageType::CreditCommit, "TD-LIC-COMMIT-100600", "TD-LIC-COMMIT-100600", "Monthly credit commitment", Unit::Other, None, None, "500", "billing"),
+    (UsageType::Dialer, "TD-USG-DIAL-100700", "TD-USG-TEL-UG-102213", "Predictive dialer", Unit::Sessions, Some(Direction::Outbound), Some(Resolution::Abandoned), "0.05", "outbound"),
+    (UsageType::Message, "TD-USG-SMS-100800", "TD-USG-MSG-UG-102400", "SMS", Unit::Segments, Some(Direction::Outbound), None, "0.0079", "digital"),
+    (UsageType::ProductService, "TD-LIC-SEAT-100900", "TD-LIC-SEAT-100900", "Agent seat", Unit::Other, None, None, "75", "licenses"),
+    (UsageType::Recharge, "TD-WAL-RCH-101000", "TD-WAL-RCH-101000", "Wallet recharge", Unit::Other, None, None, "1", "contact center"),
+    (UsageType::SpeechTranscription, "TD-USG-STT-101100", "TD-USG-AI-UG-102500", "Speech transcription", Unit::Seconds, Some(Direction::Inbound), None, "0.0004", "ai"),
+    (UsageType::VoicemailTranscription, "TD-USG-VMT-101200", "TD-USG-AI-UG-102500", "Voicemail transcription", Unit::Minutes, Some(Direction::Inbound), Some(Resolution::Voicemail), "0.02", "ai"),
+    (UsageType::Other, "TD-USG-STO-101300", "TD-USG-PLAT-UG-102300", "Recording storage", Unit::Gb, None, None, "0.023", "platform"),
 ];
 
 /// The demo's accounts: five in the demo organization, two in another one (to show the 403).
@@ -129,8 +130,8 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                         continue;
                     }
                     let quantity = match unit {
-                        "NUMBERS" | "OTHER" => Decimal::from(1 + seed % 5),
-                        "GB" => Decimal::new((seed % 100_000) as i64, 3),
+                        Unit::Numbers | Unit::Other => Decimal::from(1 + seed % 5),
+                        Unit::Gb => Decimal::new((seed % 100_000) as i64, 3),
                         _ => Decimal::new((seed % 5_000_000) as i64 + 1, 2),
                     };
                     events.push(NewEvent {
@@ -138,12 +139,12 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                         account_id: account.id.clone(),
                         product_id: product_id.to_owned(),
                         aggr_product_id: aggr.to_owned(),
-                        usage_type: usage_type.to_owned(),
+                        usage_type,
                         description: description.to_owned(),
                         currency: "USD".to_owned(),
-                        direction: direction.map(str::to_owned),
-                        resolution: resolution.map(str::to_owned),
-                        unit: unit.to_owned(),
+                        direction,
+                        resolution,
+                        unit,
                         unit_price: price.parse().unwrap_or_default(),
                         wallet_name: wallet.to_owned(),
                         quantity,

@@ -41,10 +41,12 @@ async fn app_with_varied_rows() -> TestApp {
             ("MESSAGE", "SEGMENTS"),
             ("NUMBER", "NUMBERS"),
         ][(i / 2) % 3];
-        e.usage_type = usage_type.to_owned();
-        e.unit = unit.to_owned();
-        e.direction = [Some("INBOUND"), Some("OUTBOUND"), None][(i / 5) % 3].map(str::to_owned);
-        e.resolution = [Some("ANSWERED"), None, Some("MISSED")][(i / 7) % 3].map(str::to_owned);
+        e.usage_type = usage_api::usage::model::UsageType::parse(usage_type).unwrap();
+        e.unit = usage_api::usage::model::Unit::parse(unit).unwrap();
+        e.direction =
+            crate::support::data::direction([Some("INBOUND"), Some("OUTBOUND"), None][(i / 5) % 3]);
+        e.resolution =
+            crate::support::data::resolution([Some("ANSWERED"), None, Some("MISSED")][(i / 7) % 3]);
         e.wallet_name = ["main", "it's", "o'brien's wallet"][(i / 11) % 3].to_owned();
         e.currency = ["USD", "EUR"][(i / 13) % 2].to_owned();
         e.product_id = format!("P-{}", i % 2 + 1);

@@ -255,9 +255,9 @@ async fn a_page_has_the_documented_shape() {
     app.accounts(&[("5ea75fe7aa224700012eae40", "org-a")]).await;
     let mut e = event("e-1", "5ea75fe7aa224700012eae40");
     e.product_id = "TD-LIC-APP-RC-101910".to_owned();
-    e.usage_type = "NUMBER".to_owned();
+    e.usage_type = usage_api::usage::model::UsageType::Number;
     e.description = "SIP Number".to_owned();
-    e.unit = "NUMBERS".to_owned();
+    e.unit = usage_api::usage::model::Unit::Numbers;
     e.resolution = None;
     e.quantity = dec("5");
     e.unit_price = dec("1.00");

@@ -45,8 +45,8 @@ fn events(salt: &str, n: usize) -> Vec<NewEvent> {
         .map(|i| {
             let mut e = event(&format!("{salt}-{i}"), &format!("a{}", i % 4 + 1));
             e.product_id = format!("P-{salt}-{:02}", i % 7);
-            e.direction = directions[i % 3].map(str::to_owned);
-            e.resolution = resolutions[i % 5].map(str::to_owned);
+            e.direction = crate::support::data::direction(directions[i % 3]);
+            e.resolution = crate::support::data::resolution(resolutions[i % 5]);
             e.unit_price = dec(prices[i % 4]);
             e.quantity = dec(&format!("{}.{}", i % 9 + 1, i % 3));
             e.occurred_at = at(&format!("2023-{:02}-1{}T10:00:00Z", i % 5 + 1, i % 9));
@@ -551,8 +551,8 @@ async fn a_record_revalidates_until_its_data_changes() {
     let record = &first.body;
     let mut more = event("a1-more", "a1");
     more.product_id = record["product_id"].as_str().unwrap().to_owned();
-    more.direction = record["direction"].as_str().map(str::to_owned);
-    more.resolution = record["resolution"].as_str().map(str::to_owned);
+    more.direction = crate::support::data::direction(record["direction"].as_str());
+    more.resolution = crate::support::data::resolution(record["resolution"].as_str());
     more.unit_price = dec(&record["price"].to_string());
     more.occurred_at = at(&format!(
         "{}-20T10:00:00Z",

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::db::schema::usage_monthly;
 use crate::usage::amount::Amount;
+use crate::usage::model::{Direction, Resolution, Unit, UsageType};
 
 /// One monthly aggregate, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -17,12 +18,12 @@ pub struct MonthlyRow {
     pub product_id: String,
     pub aggr_product_id: String,
     pub month: NaiveDate,
-    pub usage_type: String,
+    pub usage_type: UsageType,
     pub description: String,
     pub currency: String,
-    pub direction: Option<String>,
-    pub resolution: Option<String>,
-    pub unit: String,
+    pub direction: Option<Direction>,
+    pub resolution: Option<Resolution>,
+    pub unit: Unit,
     pub price: Amount,
     pub wallet_name: String,
     pub number_of_units: Amount,

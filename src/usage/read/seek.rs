@@ -64,12 +64,16 @@ pub fn position(row: &MonthlyRow, order: &Order) -> Option<Vec<KeyValue>> {
                 SortField::ProductId => KeyValue::Text(row.product_id.clone()),
                 SortField::AggrProductId => KeyValue::Text(row.aggr_product_id.clone()),
                 SortField::Month => KeyValue::Date(row.month),
-                SortField::Type => KeyValue::Text(row.usage_type.clone()),
+                SortField::Type => KeyValue::Text(row.usage_type.as_str().to_owned()),
                 SortField::Description => KeyValue::Text(row.description.clone()),
                 SortField::Currency => KeyValue::Text(row.currency.clone()),
-                SortField::Direction => KeyValue::Maybe(row.direction.clone()),
-                SortField::Resolution => KeyValue::Maybe(row.resolution.clone()),
-                SortField::Unit => KeyValue::Text(row.unit.clone()),
+                SortField::Direction => {
+                    KeyValue::Maybe(row.direction.map(|d| d.as_str().to_owned()))
+                }
+                SortField::Resolution => {
+                    KeyValue::Maybe(row.resolution.map(|r| r.as_str().to_owned()))
+                }
+                SortField::Unit => KeyValue::Text(row.unit.as_str().to_owned()),
                 SortField::WalletName => KeyValue::Text(row.wallet_name.clone()),
                 SortField::Price => number(&row.price)?,
                 SortField::NumberOfUnits => number(&row.number_of_units)?,

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::event::{coded, Entry, NewEvent, NewVoid, Window, UNKNOWN_ACCOUNT};
 use super::records::{Format, Records};
 use super::store::{self, month_of, Counts, Outcome, Reject};
+use crate::usage::model::{Direction, Resolution};
 
 /// Events per COPY batch (and transaction)…
 pub const BATCH_ROWS: usize = 50_000;
@@ -241,7 +242,7 @@ fn encode(out: &mut Vec<u8>, line: u64, e: &NewEvent) {
         }
         out.push(b'\t');
     };
-    let nullable = |out: &mut Vec<u8>, value: &Option<String>| match value {
+    let nullable = |out: &mut Vec<u8>, value: Option<&str>| match value {
         Some(v) => text(out, v),
         None => out.extend_from_slice(b"\\N\t"),
     };
@@ -250,12 +251,12 @@ fn encode(out: &mut Vec<u8>, line: u64, e: &NewEvent) {
     text(out, &e.account_id);
     text(out, &e.product_id);
     text(out, &e.aggr_product_id);
-    text(out, &e.usage_type);
+    text(out, e.usage_type.as_str());
     text(out, &e.description);
     text(out, &e.currency);
-    nullable(out, &e.direction);
-    nullable(out, &e.resolution);
-    text(out, &e.unit);
+    nullable(out, e.direction.map(Direction::as_str));
+    nullable(out, e.resolution.map(Resolution::as_str));
+    text(out, e.unit.as_str());
     text(out, &e.unit_price.to_string());
     text(out, &e.wallet_name);
     text(out, &e.quantity.to_string());
@@ -280,7 +281,7 @@ mod tests {
         .unwrap()
         .validate(&Window::default())
         .unwrap();
-        e.resolution = Some("ANSWERED".into());
+        e.resolution = Some(Resolution::Answered);
         let mut out = Vec::new();
         encode(&mut out, 7, &e);
         assert_eq!(

@@ -78,12 +78,12 @@ pub struct NewEvent {
     pub account_id: String,
     pub product_id: String,
     pub aggr_product_id: String,
-    pub usage_type: String,
+    pub usage_type: UsageType,
     pub description: String,
     pub currency: String,
-    pub direction: Option<String>,
-    pub resolution: Option<String>,
-    pub unit: String,
+    pub direction: Option<Direction>,
+    pub resolution: Option<Resolution>,
+    pub unit: Unit,
     pub unit_price: Decimal,
     pub wallet_name: String,
     pub quantity: Decimal,
@@ -277,9 +277,7 @@ impl RawEvent {
             product_id: identifier("product_id", self.product_id)?,
             aggr_product_id: identifier("aggr_product_id", self.aggr_product_id)?,
             usage_type: UsageType::parse(&usage_type)
-                .ok_or_else(|| unknown("type", &usage_type, UsageType::expected()))?
-                .as_str()
-                .to_owned(),
+                .ok_or_else(|| unknown("type", &usage_type, UsageType::expected()))?,
             description: text("description", self.description)?,
             currency,
             direction: optional_enum(
@@ -287,19 +285,14 @@ impl RawEvent {
                 self.direction,
                 Direction::parse,
                 Direction::expected,
-            )?
-            .map(|d| d.as_str().to_owned()),
+            )?,
             resolution: optional_enum(
                 "resolution",
                 self.resolution,
                 Resolution::parse,
                 Resolution::expected,
-            )?
-            .map(|r| r.as_str().to_owned()),
-            unit: Unit::parse(&unit)
-                .ok_or_else(|| unknown("unit", &unit, Unit::expected()))?
-                .as_str()
-                .to_owned(),
+            )?,
+            unit: Unit::parse(&unit).ok_or_else(|| unknown("unit", &unit, Unit::expected()))?,
             unit_price,
             wallet_name: text("wallet_name", self.wallet_name)?,
             quantity,
@@ -546,7 +539,7 @@ mod tests {
         }
         let e = raw.validate(&Window::default()).unwrap();
         assert_eq!(
-            (e.direction, e.resolution.as_deref()),
+            (e.direction, e.resolution.map(Resolution::as_str)),
             (None, Some("ANSWERED"))
         );
     }

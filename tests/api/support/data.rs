@@ -2,7 +2,18 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use usage_api::usage::model::{Direction, Resolution, Unit, UsageType};
 use usage_api::usage::write::event::NewEvent;
+
+/// A direction by its contract spelling (None for none).
+pub fn direction(text: Option<&str>) -> Option<Direction> {
+    text.map(|t| Direction::parse(t).unwrap())
+}
+
+/// A resolution by its contract spelling (None for none).
+pub fn resolution(text: Option<&str>) -> Option<Resolution> {
+    text.map(|t| Resolution::parse(t).unwrap())
+}
 
 pub fn dec(text: &str) -> Decimal {
     text.parse().unwrap()
@@ -21,12 +32,12 @@ pub fn event(event_id: &str, account_id: &str) -> NewEvent {
         account_id: account_id.to_owned(),
         product_id: "TD-USG-TEL-IN-100100".to_owned(),
         aggr_product_id: "TD-USG-TEL-UG-102213".to_owned(),
-        usage_type: "CALL".to_owned(),
+        usage_type: UsageType::Call,
         description: "Inbound call".to_owned(),
         currency: "USD".to_owned(),
-        direction: Some("INBOUND".to_owned()),
-        resolution: Some("ANSWERED".to_owned()),
-        unit: "MINUTES".to_owned(),
+        direction: Some(Direction::Inbound),
+        resolution: Some(Resolution::Answered),
+        unit: Unit::Minutes,
         unit_price: dec("1"),
         wallet_name: "contact center".to_owned(),
         quantity: dec("1"),
