@@ -24,7 +24,7 @@ pub struct AppState {
     /// Wakes the rollup worker when new events have committed.
     pub rollup_wake: std::sync::Arc<tokio::sync::Notify>,
     /// Totals and account sets per data version.
-    pub read_cache: ReadCache,
+    pub read_cache: Arc<ReadCache>,
     /// The key that signs position tokens, read from the database on first use.
     pub cursor_key: tokio::sync::OnceCell<Vec<u8>>,
     /// `USAGE_API_MAX_EVENT_AGE_DAYS`.
@@ -41,7 +41,7 @@ impl AppState {
             verifier: Arc::new(verifier),
             public_url,
             rollup_wake: Default::default(),
-            read_cache: ReadCache::default(),
+            read_cache: Arc::default(),
             cursor_key: Default::default(),
             max_event_age_days: crate::usage::write::event::DEFAULT_MAX_AGE_DAYS,
             idempotency_ttl: chrono::Duration::hours(24),

@@ -141,11 +141,20 @@ fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+/// What became of one event, as the report spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Accepted,
+    Duplicate,
+    Rejected,
+}
+
 #[derive(Clone, Serialize)]
 struct EventResult {
     index: usize,
     event_id: Option<String>,
-    status: &'static str,
+    status: Status,
     /// A stable code (`unknown_account`, `out_of_range`) or, for a malformed event, what is
     /// wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,7 +167,7 @@ struct EventResult {
 impl EventResult {
     fn reject(&mut self, reason: &str) {
         let (code, description) = split_reason(reason);
-        self.status = "rejected";
+        self.status = Status::Rejected;
         self.reason = Some(code.to_owned());
         self.description = description.map(str::to_owned);
     }
@@ -227,7 +236,7 @@ fn check_events(
         let mut result = EventResult {
             index,
             event_id,
-            status: "accepted",
+            status: Status::Accepted,
             reason: None,
             description: None,
         };
@@ -254,15 +263,15 @@ fn report(mut results: Vec<EventResult>, slots: &[usize], outcomes: &[Outcome]) 
         let result = &mut results[*slot];
         match outcome {
             Outcome::Accepted => {}
-            Outcome::Duplicate => result.status = "duplicate",
+            Outcome::Duplicate => result.status = Status::Duplicate,
             Outcome::Rejected(reason) => result.reject(reason),
         }
     }
-    let count = |status: &str| results.iter().filter(|r| r.status == status).count();
+    let count = |status: Status| results.iter().filter(|r| r.status == status).count();
     let report = IngestReport {
-        accepted: count("accepted"),
-        duplicate: count("duplicate"),
-        rejected: count("rejected"),
+        accepted: count(Status::Accepted),
+        duplicate: count(Status::Duplicate),
+        rejected: count(Status::Rejected),
         results,
     };
     serde_json::to_string(&report).unwrap_or_default()

@@ -26,6 +26,8 @@ struct ListParams {
 
 impl ListParams {
     /// Parses the known parameters (unknown ones are ignored); every malformed one is named.
+    /// Every parameter is checked before any error is returned, so that one answer names them
+    /// all: that is why it is long.
     fn parse(query_string: &str) -> ApiResult<Self> {
         let mut raw: [(&str, Option<String>); 5] = [
             ("page", None),
@@ -206,49 +208,59 @@ pub async fn list(
     principal.require(READ_SCOPE)?;
     let params = ListParams::parse(req.query_string())?;
     let organization = principal.organization_id.as_str();
-    let base_url = state.public_url.as_str();
     let mut conn = state.reads().get().await?;
-    let key = state.cursor_key(&mut conn).await?;
-    let seek = params.seek(key, organization)?;
-    let filter = params.query.filter.as_ref();
+    let key = state.cursor_key(&mut conn).await?.to_vec();
+    let seek = params.seek(&key, organization)?;
     if req.headers().contains_key(header::IF_NONE_MATCH) {
-        // A revalidation reads only the organization's version (and, once per version, its
-        // accounts): never usage_monthly.
-        let version = read::version(&mut conn, organization).await?;
-        let foreign =
-            read::foreign_accounts(&mut conn, organization, &version, filter, &state.read_cache)
-                .await?;
-        if !foreign.is_empty() {
-            return Err(ApiError::ForbiddenAccounts(foreign));
-        }
-        let tag = params.etag(organization, &version, base_url);
-        if none_match(&req, &tag) {
-            return Ok(not_modified(&tag));
+        if let Some(unchanged) = revalidate(&req, &params, organization, &mut conn, &state).await? {
+            return Ok(unchanged);
         }
     }
-    // The read runs to completion in its own task even if the client goes away meanwhile: the
-    // pipelined path opens its transaction itself, and a connection must never go back to the
-    // pool with it still open.
-    let task = {
-        let (state, organization, query) =
-            (state.clone(), organization.to_owned(), params.query.clone());
-        actix_web::rt::spawn(async move {
-            read::list(
-                &mut conn,
-                &organization,
-                &query,
-                seek.as_ref(),
-                &state.read_cache,
-            )
-            .await
-        })
-    };
-    let listed = task.await.map_err(ApiError::internal)??;
-    let found = match listed {
-        read::Listed::Forbidden(foreign) => return Err(ApiError::ForbiddenAccounts(foreign)),
-        read::Listed::Page(found, _) => found,
-    };
-    let cursors = cursors(&params, organization, key, &found);
+    let listed = read::list_to_completion(
+        conn,
+        organization.to_owned(),
+        params.query.clone(),
+        seek,
+        state.read_cache.clone(),
+    )
+    .await?;
+    match listed {
+        read::Listed::Forbidden(foreign) => Err(ApiError::ForbiddenAccounts(foreign)),
+        read::Listed::Page(found, _) => page(&params, organization, &key, &found, &state),
+    }
+}
+
+/// A `304` when `If-None-Match` names the current tag of this list, after the ownership check.
+/// It reads only the organization's version (and, once per version, its accounts): never
+/// usage_monthly.
+async fn revalidate(
+    req: &HttpRequest,
+    params: &ListParams,
+    organization: &str,
+    conn: &mut diesel_async::AsyncPgConnection,
+    state: &AppState,
+) -> ApiResult<Option<HttpResponse>> {
+    let version = read::version(conn, organization).await?;
+    let filter = params.query.filter.as_ref();
+    let foreign =
+        read::foreign_accounts(conn, organization, &version, filter, &state.read_cache).await?;
+    if !foreign.is_empty() {
+        return Err(ApiError::ForbiddenAccounts(foreign));
+    }
+    let tag = params.etag(organization, &version, &state.public_url);
+    Ok(none_match(req, &tag).then(|| not_modified(&tag)))
+}
+
+/// The HAL page for `found`, with its links, position tokens and validators.
+fn page(
+    params: &ListParams,
+    organization: &str,
+    key: &[u8],
+    found: &read::Page,
+    state: &AppState,
+) -> ApiResult<HttpResponse> {
+    let base_url = state.public_url.as_str();
+    let cursors = cursors(params, organization, key, found);
     let tag = params.etag(organization, &found.version, base_url);
     let records = found
         .rows

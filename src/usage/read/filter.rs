@@ -456,6 +456,7 @@ fn is_reserved(word: &str) -> bool {
 }
 
 /// Checks a literal against its field: a month is `YYYY-MM`, an enum a known value, and so on.
+/// Long on purpose: one arm per field, read as a table of the language's literal rules.
 fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterError> {
     let fail = |message: String| FilterError {
         column: token.column,

@@ -324,6 +324,23 @@ pub async fn list(
         .await
 }
 
+/// `list`, run to completion in a task of its own even if the caller stops waiting (a client
+/// that went away): the pipelined path sends `BEGIN` and `COMMIT` itself, and a connection must
+/// never go back to the pool with a transaction still open. Takes everything it needs by value.
+pub async fn list_to_completion(
+    mut conn: crate::db::pool::DbConn,
+    organization_id: String,
+    query: ListQuery,
+    seek: Option<Seek>,
+    cache: std::sync::Arc<ReadCache>,
+) -> QueryResult<Listed> {
+    let task = tokio::spawn(async move {
+        list(&mut conn, &organization_id, &query, seek.as_ref(), &cache).await
+    });
+    task.await
+        .map_err(|err| diesel::result::Error::QueryBuilderError(Box::new(err)))?
+}
+
 /// How to read the page of `query` when the list has `total` rows in version `key` (epoch,
 /// data version): `None` for a page past the end, else the query and whether it reads
 /// backwards.
@@ -393,6 +410,8 @@ async fn read_page(
 /// `BEGIN`, the version query and the page query at once (pipelined), then `COMMIT`. If the
 /// snapshot turns out to be at that very version, the page is exact and done; otherwise
 /// (the data changed meanwhile) `None`, and the caller reads it the careful way.
+/// The hand-sent `BEGIN` and every way to its `COMMIT` or `ROLLBACK` stay in one function, where
+/// a reader can check that no path leaves the transaction open: that is why it is long.
 async fn speculate(
     conn: &mut AsyncPgConnection,
     organization_id: &str,

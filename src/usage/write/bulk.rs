@@ -95,26 +95,37 @@ pub async fn load(
 
     // Voids last, once every event of the file is in: a void may name any of them.
     if !voids.is_empty() {
-        let mut conn = crate::db::connect::establish(database_url).await?;
-        for chunk in voids.chunks(store::BATCH_SIZE) {
-            let entries: Vec<Entry> = chunk.iter().map(|(_, v)| Entry::Void(v.clone())).collect();
-            let outcomes = store::insert_entries(&mut conn, &entries, None).await?;
-            for ((line, _), outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Accepted => counts.accepted += 1,
-                    Outcome::Duplicate => counts.duplicate += 1,
-                    Outcome::Rejected(reason) => {
-                        counts.rejected += 1;
-                        on_reject(Reject {
-                            line: *line,
-                            reason,
-                        });
-                    }
+        load_voids(database_url, &voids, &mut counts, on_reject).await?;
+    }
+    Ok(counts)
+}
+
+/// Stores a file's voids, a batch at a time, each with the line it came from.
+async fn load_voids(
+    database_url: &str,
+    voids: &[(u64, NewVoid)],
+    counts: &mut Counts,
+    on_reject: &mut dyn FnMut(Reject),
+) -> anyhow::Result<()> {
+    let mut conn = crate::db::connect::establish(database_url).await?;
+    for chunk in voids.chunks(store::BATCH_SIZE) {
+        let entries: Vec<Entry> = chunk.iter().map(|(_, v)| Entry::Void(v.clone())).collect();
+        let outcomes = store::insert_entries(&mut conn, &entries, None).await?;
+        for ((line, _), outcome) in chunk.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Accepted => counts.accepted += 1,
+                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Rejected(reason) => {
+                    counts.rejected += 1;
+                    on_reject(Reject {
+                        line: *line,
+                        reason,
+                    });
                 }
             }
         }
     }
-    Ok(counts)
+    Ok(())
 }
 
 /// What a loader did with one batch.

@@ -54,7 +54,8 @@ impl<R: BufRead> Records<R> {
     }
 
     /// The next record and its line; `Ok(None)` at the end; `Err` only when the input itself
-    /// cannot be read (a bad record is an `Ok(Some((line, Err(reason))))`).
+    /// cannot be read (a bad record is an `Ok(Some((line, Err(reason))))`). Both formats' loops
+    /// sit side by side, each borrowing its own state of the enum: that is why it is long.
     pub fn next_record(&mut self) -> anyhow::Result<Option<(u64, Result<RawEvent, String>)>> {
         match self {
             Records::Ndjson {
