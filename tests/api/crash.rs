@@ -43,16 +43,7 @@ struct Totals {
 }
 
 async fn scalar(app: &TestApp, sql: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql)
-        .get_result::<N>(&mut app.conn().await)
-        .await
-        .unwrap()
-        .n
+    app.count(sql).await
 }
 
 async fn totals(app: &TestApp) -> Totals {

@@ -4,16 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::support::data::{dec, event};
 use crate::support::tokens::token;
-use crate::support::TestApp;
-
-pub fn encode(filter: &str) -> String {
-    utf8_percent_encode(filter, NON_ALPHANUMERIC).to_string()
-}
+use crate::support::{encode, TestApp};
 
 /// 72 events over three accounts of org-a (and one of org-b), four months, three types, every
 /// direction and resolution including null, and wallet names with quotes.

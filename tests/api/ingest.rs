@@ -2,32 +2,13 @@
 //! schema: good lines kept, bad lines named with their line numbers, the same file twice changes
 //! nothing.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::support::tokens::token;
 use crate::support::TestApp;
 
 fn usage_api(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usage-api"))
-        .args(args)
-        .env("DATABASE_URL", &app.db.url)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run usage-api");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    app.run(args, stdin)
 }
 
 fn out(output: &Output) -> (String, String) {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::filters::encode;
 use crate::support::data::{at, dec, event};
+use crate::support::encode;
 use crate::support::tokens::token;
 use crate::support::TestApp;
 

@@ -3,8 +3,8 @@
 //! `forbidden_accounts` naming exactly the offending ids; and rows of other organizations never
 //! appear.
 
-use crate::filters::encode;
 use crate::support::data::event;
+use crate::support::encode;
 use crate::support::tokens::token;
 use crate::support::TestApp;
 

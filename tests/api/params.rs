@@ -1,7 +1,7 @@
 //! Every malformed parameter is a 400 with a stable code and `fields` naming it; unknown paths
 //! and methods answer in the same JSON error body.
 
-use crate::filters::encode;
+use crate::support::encode;
 use crate::support::tokens::token;
 use crate::support::{Options, TestApp};
 

@@ -9,6 +9,7 @@ use diesel_async::RunQueryDsl;
 use usage_api::usage::write::event::NewEvent;
 
 use crate::support::data::{at, dec, event};
+use crate::support::encode;
 use crate::support::tokens::token;
 use crate::support::{Options, Reply, TestApp, PUBLIC_URL};
 
@@ -94,15 +95,11 @@ async fn oracle(app: &TestApp, condition: &str, order: &str) -> Vec<String> {
         .collect()
 }
 
-fn enc(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
 fn list_path(page: usize, per_page: usize, filter: &str, order_by: &str) -> String {
     format!(
         "/express/usage/month?page={page}&per_page={per_page}&filter={}&order_by={}",
-        enc(filter),
-        enc(order_by)
+        encode(filter),
+        encode(order_by)
     )
 }
 

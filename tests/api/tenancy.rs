@@ -1,8 +1,6 @@
 //! Tenant isolation of the write path: event ids, voids and `Idempotency-Key`s are per
 //! organization; an account's move takes its ids along (or is refused); races answer cleanly.
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 
 use crate::support::tokens::{token, writer};
@@ -143,11 +141,7 @@ async fn a_void_in_a_file_names_the_account_of_the_event_it_voids() {
         .join("\n"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_usage-api"))
-        .args(["ingest", file.to_str().unwrap()])
-        .env("DATABASE_URL", &app.db.url)
-        .output()
-        .unwrap();
+    let out = app.run(&["ingest", file.to_str().unwrap()], None);
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -184,11 +178,7 @@ async fn a_moving_account_takes_its_ids_along_or_the_move_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("accounts.csv");
         std::fs::write(&file, format!("id,organization_id,name\n{pairs}")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_usage-api"))
-            .args(["accounts", "import", file.to_str().unwrap()])
-            .env("DATABASE_URL", &app.db.url)
-            .output()
-            .unwrap()
+        app.run(&["accounts", "import", file.to_str().unwrap()], None)
     };
     // a2's e2 is an id org-b already has: the whole file is refused, nothing moves.
     let refused = import("a1,org-b,\na2,org-b,\n");

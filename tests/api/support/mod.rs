@@ -5,6 +5,7 @@
 pub mod data;
 pub mod db;
 pub mod jwks;
+pub mod openapi;
 pub mod tokens;
 
 use std::net::TcpListener;
@@ -24,9 +25,14 @@ use usage_api::usage::write::event::NewEvent;
 use usage_api::usage::write::store;
 use usage_api::usage::{accounts, rollup};
 
-use crate::openapi_schema::assert_matches_schema;
 pub use db::TestDb;
 pub use jwks::JwksServer;
+use openapi::assert_matches_schema;
+
+/// A query parameter's value, percent-encoded for a URL.
+pub fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
 
 /// The configured public URL: links must be built from it, never from the Host header.
 pub const PUBLIC_URL: &str = "https://usage.example.test/base";
@@ -274,6 +280,31 @@ impl TestApp {
         diesel_async::SimpleAsyncConnection::batch_execute(&mut self.conn().await, sql)
             .await
             .unwrap_or_else(|err| panic!("{sql}: {err}"));
+    }
+
+    /// Runs the real `usage-api` binary against the test schema, with `stdin` as its input.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_usage-api"))
+            .args(args)
+            .env("DATABASE_URL", &self.db.url)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run usage-api");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
     }
 
     /// The one bigint a query of the test schema answers (e.g. a `count(*)`).
