@@ -17,7 +17,7 @@ use crate::usage::read::{self, filter};
 
 /// The list's query string, parsed and checked.
 struct ListParams {
-    query: read::ListQuery,
+    query: read::ListRequest,
     filter_text: Option<String>,
     order_by_text: Option<String>,
     /// A position token from a `next` or `prev` link, checked once the key is at hand.
@@ -81,7 +81,7 @@ impl ListParams {
             (Ok(_), false) => return Err(ApiError::InvalidParameter(errors)),
         };
         Ok(ListParams {
-            query: read::ListQuery {
+            query: read::ListRequest {
                 filter,
                 order,
                 page,
@@ -135,19 +135,16 @@ impl ListParams {
                 ),
             ));
         }
-        if !seek::fits(&token.position, &self.query.order) {
-            return Err(ApiError::invalid(
-                "cursor",
-                "is not a position this API issued for this query; \
-                 drop it to read the page by its number",
-            ));
-        }
-        Ok(Some(read::Seek {
-            data_version: token.data_version,
-            epoch: token.epoch,
-            side: token.side,
-            position: token.position,
-        }))
+        let version = (token.epoch, token.data_version);
+        read::Seek::new(version, token.side, token.position, &self.query.order)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "cursor",
+                    "is not a position this API issued for this query; \
+                     drop it to read the page by its number",
+                )
+            })
     }
 
     /// A strong validator of the whole body: it is determined by the organization, the data

@@ -141,6 +141,8 @@ pub struct Filter {
     /// The filter's meaning, independent of its spelling (keyword case, spaces, parentheses):
     /// a digest of the checked syntax tree, computed once at parse. Totals are cached by it.
     meaning: [u8; 32],
+    /// The account ids it names, sorted, once each (the ownership rule reads them).
+    accounts: Vec<String>,
 }
 
 /// Why a filter was refused, with the 1-based character column where it went wrong.
@@ -185,7 +187,12 @@ pub fn parse(text: &str) -> Result<Option<Filter>, FilterError> {
         return Err(parser.unexpected(end));
     }
     let meaning = crate::usage::digest::sha256(&[format!("{expr:?}").as_bytes()]);
-    Ok(Some(Filter { expr, meaning }))
+    let accounts = named_accounts(&expr);
+    Ok(Some(Filter {
+        expr,
+        meaning,
+        accounts,
+    }))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -649,30 +656,35 @@ impl Filter {
     /// Every account id the filter names, in any position (under `not`, in `in` lists, with any
     /// operator): the ownership rule refuses the request if one is not the caller's.
     pub fn account_ids(&self) -> Vec<String> {
-        fn walk(expr: &Expr, out: &mut Vec<String>) {
-            match expr {
-                Expr::Or(terms) | Expr::And(terms) => terms.iter().for_each(|t| walk(t, out)),
-                Expr::Not(inner) => walk(inner, out),
-                Expr::Compare(Field::AccountId, _, Value::Text(id)) => out.push(id.clone()),
-                Expr::In(Field::AccountId, values) => values.iter().for_each(|v| {
-                    if let Value::Text(id) = v {
-                        out.push(id.clone());
-                    }
-                }),
-                Expr::Compare(..) | Expr::In(..) => {}
-            }
-        }
-        let mut ids = Vec::new();
-        walk(&self.expr, &mut ids);
-        ids.sort();
-        ids.dedup();
-        ids
+        self.accounts.clone()
     }
 
     /// The checked expression tree.
     pub fn expr(&self) -> &Expr {
         &self.expr
     }
+}
+
+/// The account ids an expression names, sorted, once each.
+fn named_accounts(expr: &Expr) -> Vec<String> {
+    fn walk(expr: &Expr, out: &mut Vec<String>) {
+        match expr {
+            Expr::Or(terms) | Expr::And(terms) => terms.iter().for_each(|t| walk(t, out)),
+            Expr::Not(inner) => walk(inner, out),
+            Expr::Compare(Field::AccountId, _, Value::Text(id)) => out.push(id.clone()),
+            Expr::In(Field::AccountId, values) => values.iter().for_each(|v| {
+                if let Value::Text(id) = v {
+                    out.push(id.clone());
+                }
+            }),
+            Expr::Compare(..) | Expr::In(..) => {}
+        }
+    }
+    let mut ids = Vec::new();
+    walk(expr, &mut ids);
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@ use crate::db::schema::{accounts, organizations, rollup_dirty};
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
 use sha2::Digest;
 
-/// What the caller asked for: which rows, in which order, which page.
+/// A validated list request: which rows (the filter, its meaning and account ids computed at
+/// parse), in which order, which page.
 #[derive(Debug, Clone)]
-pub struct ListQuery {
+pub struct ListRequest {
     pub filter: Option<Filter>,
     pub order: Order,
     pub page: u32,
@@ -35,14 +36,31 @@ pub struct ListQuery {
 
 /// Where a page starts, when the caller followed a link that said so: right after the last row
 /// of the page before it, or right before the first row of the page after it. Valid only for
-/// the data version it was taken at.
+/// the data version it was taken at. Made only by `Seek::new`, which checks the position against
+/// the order it will seek in: a position that does not fit cannot exist.
 #[derive(Debug, Clone)]
 pub struct Seek {
-    pub data_version: i64,
-    /// The database epoch it was taken in (see `Version::epoch`).
-    pub epoch: u64,
-    pub side: Side,
-    pub position: Vec<KeyValue>,
+    /// (database epoch, data version) it was taken at (see `Version::key`).
+    version: (u64, i64),
+    side: Side,
+    position: Vec<KeyValue>,
+}
+
+impl Seek {
+    /// A position under `order`, or `None` when it does not fit that order (a key missing, or
+    /// a value of the wrong kind).
+    pub fn new(
+        version: (u64, i64),
+        side: Side,
+        position: Vec<KeyValue>,
+        order: &Order,
+    ) -> Option<Seek> {
+        seek::fits(&position, order).then_some(Seek {
+            version,
+            side,
+            position,
+        })
+    }
 }
 
 /// The state of an organization's readable data: its version (bumped in the same transaction as
@@ -272,7 +290,7 @@ pub async fn foreign_accounts(
 pub async fn list(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
-    query: &ListQuery,
+    query: &ListRequest,
     seek: Option<&Seek>,
     cache: &ReadCache,
 ) -> QueryResult<Listed> {
@@ -330,7 +348,7 @@ pub async fn list(
 pub async fn list_to_completion(
     mut conn: crate::db::pool::DbConn,
     organization_id: String,
-    query: ListQuery,
+    query: ListRequest,
     seek: Option<Seek>,
     cache: std::sync::Arc<ReadCache>,
 ) -> QueryResult<Listed> {
@@ -346,7 +364,7 @@ pub async fn list_to_completion(
 /// backwards.
 fn plan<'a>(
     organization_id: &'a str,
-    query: &ListQuery,
+    query: &ListRequest,
     total: i64,
     seek: Option<&Seek>,
     key: (u64, i64),
@@ -361,12 +379,10 @@ fn plan<'a>(
     let filter = query.filter.as_ref();
     // A position of this very version that fits the order is sought; anything else is read by
     // the page's number.
-    let sought = seek
-        .filter(|seek| (seek.epoch, seek.data_version) == key)
-        .and_then(|seek| {
-            self::seek::predicate(&query.order, seek.side, &seek.position)
-                .map(|predicate| (seek.side == Side::Before, predicate))
-        });
+    let sought = seek.filter(|seek| seek.version == key).and_then(|seek| {
+        self::seek::predicate(&query.order, seek.side, &seek.position)
+            .map(|predicate| (seek.side == Side::Before, predicate))
+    });
     let (reverse, access, base) = match sought {
         Some((reverse, predicate)) => {
             let base =
@@ -389,7 +405,7 @@ fn plan<'a>(
 async fn read_page(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
-    query: &ListQuery,
+    query: &ListRequest,
     total: i64,
     seek: Option<&Seek>,
     version: Version,
@@ -415,7 +431,7 @@ async fn read_page(
 async fn speculate(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
-    query: &ListQuery,
+    query: &ListRequest,
     seek: Option<&Seek>,
     known: ((u64, i64), i64),
 ) -> QueryResult<Option<Listed>> {
