@@ -147,44 +147,70 @@ impl ListParams {
             })
     }
 
+    /// What the list's entity tag is made of, owned (a conditional read carries it into the
+    /// domain's task).
+    fn tagger(&self, organization_id: &str, base_url: &str) -> ListTag {
+        ListTag {
+            organization_id: organization_id.to_owned(),
+            page: self.query.page,
+            per_page: self.query.per_page,
+            filter: self.filter_text.clone(),
+            order_by: self.order_by_text.clone(),
+            base_url: base_url.to_owned(),
+        }
+    }
+}
+
+/// The parts of a list's strong validator besides the version.
+struct ListTag {
+    organization_id: String,
+    page: u32,
+    per_page: u32,
+    filter: Option<String>,
+    order_by: Option<String>,
+    base_url: String,
+}
+
+impl ListTag {
     /// A strong validator of the whole body: it is determined by the organization, the data
     /// version and freshness it shows, the request's own parameters (as the links repeat them)
     /// and the public URL. The position token is not part of it: it changes how the page is
     /// read, never what it holds.
-    fn etag(&self, organization_id: &str, version: &read::Version, base_url: &str) -> String {
+    fn tag(&self, version: &read::Version) -> String {
         let no_text: &[u8] = b"\xff";
         strong_tag(&[
             b"usage list v1",
-            organization_id.as_bytes(),
+            self.organization_id.as_bytes(),
             &version.epoch.to_le_bytes(),
             &version.data_version.to_le_bytes(),
             &version.as_of.timestamp_micros().to_le_bytes(),
-            &self.query.page.to_le_bytes(),
-            &self.query.per_page.to_le_bytes(),
-            self.filter_text.as_deref().map_or(no_text, str::as_bytes),
-            self.order_by_text.as_deref().map_or(no_text, str::as_bytes),
-            base_url.as_bytes(),
+            &self.page.to_le_bytes(),
+            &self.per_page.to_le_bytes(),
+            self.filter.as_deref().map_or(no_text, str::as_bytes),
+            self.order_by.as_deref().map_or(no_text, str::as_bytes),
+            self.base_url.as_bytes(),
         ])
     }
 }
 
-/// Whether `If-None-Match` is `*` (any current representation).
-fn lists_any(req: &HttpRequest) -> bool {
-    req.headers()
-        .get_all(header::IF_NONE_MATCH)
+/// The entity tags an `If-None-Match` header lists (`*` included), or `None` without one.
+fn if_none_match(req: &HttpRequest) -> Option<Vec<String>> {
+    let values = req.headers().get_all(header::IF_NONE_MATCH);
+    let tags: Vec<String> = values
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|candidate| candidate.trim() == "*")
+        .map(|candidate| candidate.trim().trim_start_matches("W/").to_owned())
+        .collect();
+    req.headers()
+        .contains_key(header::IF_NONE_MATCH)
+        .then_some(tags)
 }
 
-/// Whether an `If-None-Match` header lists `tag` (weak comparison, RFC 9110 §13.1.2) or `*`.
-fn none_match(req: &HttpRequest, tag: &str) -> bool {
-    req.headers()
-        .get_all(header::IF_NONE_MATCH)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+/// Whether `tags` (an `If-None-Match` list) names `tag` (weak comparison, RFC 9110 §13.1.2)
+/// or `*`.
+fn lists(tags: &[String], tag: &str) -> bool {
+    tags.iter()
+        .any(|candidate| candidate == "*" || candidate == tag)
 }
 
 /// The headers every answer of the read API (200 or 304) carries: the body differs per caller
@@ -208,49 +234,32 @@ pub async fn list(
     let mut conn = state.reads().get().await?;
     let key = state.cursor_key(&mut conn).await?.to_vec();
     let seek = params.seek(&key, organization)?;
-    if req.headers().contains_key(header::IF_NONE_MATCH) {
-        if let Some(unchanged) = revalidate(&req, &params, organization, &mut conn, &state).await? {
-            return Ok(unchanged);
-        }
-    }
+    let tagger = params.tagger(organization, &state.public_url);
+    // A revalidation is answered by the domain from the version alone.
+    let unchanged = if_none_match(&req).map(|tags| -> read::Unchanged {
+        Box::new(move |version| lists(&tags, &tagger.tag(version)))
+    });
     let listed = read::list_to_completion(
         conn,
         organization.to_owned(),
         params.query.clone(),
         seek,
         state.read_cache.clone(),
+        unchanged,
     )
     .await?;
+    let tagger = params.tagger(organization, &state.public_url);
     match listed {
         read::Listed::Forbidden(foreign) => Err(ApiError::ForbiddenAccounts(foreign)),
-        read::Listed::Page(found, _) => page(&params, organization, &key, &found, &state),
+        read::Listed::NotModified(version) => Ok(not_modified(&tagger.tag(&version))),
+        read::Listed::Page(found, _) => page(&params, &tagger, organization, &key, &found, &state),
     }
-}
-
-/// A `304` when `If-None-Match` names the current tag of this list, after the ownership check.
-/// It reads only the organization's version (and, once per version, its accounts): never
-/// usage_monthly.
-async fn revalidate(
-    req: &HttpRequest,
-    params: &ListParams,
-    organization: &str,
-    conn: &mut diesel_async::AsyncPgConnection,
-    state: &AppState,
-) -> ApiResult<Option<HttpResponse>> {
-    let version = read::version(conn, organization).await?;
-    let filter = params.query.filter.as_ref();
-    let foreign =
-        read::foreign_accounts(conn, organization, &version, filter, &state.read_cache).await?;
-    if !foreign.is_empty() {
-        return Err(ApiError::ForbiddenAccounts(foreign));
-    }
-    let tag = params.etag(organization, &version, &state.public_url);
-    Ok(none_match(req, &tag).then(|| not_modified(&tag)))
 }
 
 /// The HAL page for `found`, with its links, position tokens and validators.
 fn page(
     params: &ListParams,
+    tagger: &ListTag,
     organization: &str,
     key: &[u8],
     found: &read::Page,
@@ -258,7 +267,7 @@ fn page(
 ) -> ApiResult<HttpResponse> {
     let base_url = state.public_url.as_str();
     let cursors = cursors(params, organization, key, found);
-    let tag = params.etag(organization, &found.version, base_url);
+    let tag = tagger.tag(&found.version);
     let records = found
         .rows
         .iter()
@@ -333,16 +342,17 @@ pub async fn show(
     // A record changes only with its organization's data version, so a tag can be checked
     // without reading the record; but `*` asks whether the record exists at all, which only
     // reading it can tell (a missing or foreign record is a 404 either way).
-    if req.headers().contains_key(header::IF_NONE_MATCH) && !lists_any(&req) {
+    let tags = if_none_match(&req).unwrap_or_default();
+    if !tags.is_empty() && !tags.iter().any(|candidate| candidate == "*") {
         let tag = tag(&read::version(&mut conn, organization).await?);
-        if none_match(&req, &tag) {
+        if lists(&tags, &tag) {
             return Ok(not_modified(&tag));
         }
     }
     let (version, row) = read::find_versioned(&mut conn, organization, id).await?;
     let row = row.ok_or(ApiError::NotFound)?;
     let tag = tag(&version);
-    if none_match(&req, &tag) {
+    if lists(&tags, &tag) {
         return Ok(not_modified(&tag));
     }
     hal(&UsageRecord::new(&row, &state.public_url), &tag)

@@ -254,6 +254,8 @@ pub async fn account_set(
 pub enum Listed {
     /// The filter names accounts that are not the organization's (403 `forbidden_accounts`).
     Forbidden(Vec<String>),
+    /// The caller's copy is current (a conditional request): nothing more was read.
+    NotModified(Version),
     Page(Page, Access),
 }
 
@@ -283,17 +285,37 @@ pub async fn foreign_accounts(
     Ok(ids.into_iter().filter(|id| !own.contains(id)).collect())
 }
 
+/// Whether a version is the one the caller already has (a conditional request's test: the
+/// HTTP layer knows how a version becomes an entity tag).
+pub type Unchanged = Box<dyn Fn(&Version) -> bool + Send + Sync>;
+
 /// The page of `query` in `organization_id` and the total, read in one snapshot so that they
 /// agree even while the rollup writes, after the ownership check of the filter's accounts.
 /// The total and the account set come from `cache` when this version's are known; the page is
 /// read from whichever end is nearer, or from `seek` when it still holds for this version.
+///
+/// A conditional request (`unchanged`) is first answered from the organization's version and
+/// account set alone, never reading usage_monthly: `NotModified` when the caller's copy is
+/// current.
 pub async fn list(
     conn: &mut AsyncPgConnection,
     organization_id: &str,
     query: &ListRequest,
     seek: Option<&Seek>,
     cache: &ReadCache,
+    unchanged: Option<&Unchanged>,
 ) -> QueryResult<Listed> {
+    if let Some(unchanged) = unchanged {
+        let version = version(conn, organization_id).await?;
+        let filter = query.filter.as_ref();
+        let foreign = foreign_accounts(conn, organization_id, &version, filter, cache).await?;
+        if !foreign.is_empty() {
+            return Ok(Listed::Forbidden(foreign));
+        }
+        if unchanged(&version) {
+            return Ok(Listed::NotModified(version));
+        }
+    }
     let filter = query.filter.as_ref();
     if let Some((key, total)) = cache.latest_total(organization_id, filter) {
         let ids = filter.map(Filter::account_ids).unwrap_or_default();
@@ -311,35 +333,45 @@ pub async fn list(
     conn.build_transaction()
         .read_only()
         .repeatable_read()
-        .run(async |conn| {
-            let version = version(conn, organization_id).await?;
-            let foreign = foreign_accounts(conn, organization_id, &version, filter, cache).await?;
-            if !foreign.is_empty() {
-                return Ok(Listed::Forbidden(foreign));
-            }
-            let total = match cache.total(organization_id, version.key(), filter) {
-                Some(total) => total,
-                None => {
-                    let total: i64 = scoped(organization_id, filter)
-                        .count()
-                        .get_result(conn)
-                        .await?;
-                    cache.remember_total(organization_id, version.key(), filter, total);
-                    total
-                }
-            };
-            let (rows, access) =
-                read_page(conn, organization_id, query, total, seek, version).await?;
-            Ok(Listed::Page(
-                Page {
-                    total,
-                    rows,
-                    version,
-                },
-                access,
-            ))
-        })
+        .run(async |conn| list_in_snapshot(conn, organization_id, query, seek, cache).await)
         .await
+}
+
+/// The careful way, inside the caller's read-only REPEATABLE READ transaction: the version, the
+/// ownership check, the total (cached per version) and the page, all of one snapshot.
+async fn list_in_snapshot(
+    conn: &mut AsyncPgConnection,
+    organization_id: &str,
+    query: &ListRequest,
+    seek: Option<&Seek>,
+    cache: &ReadCache,
+) -> QueryResult<Listed> {
+    let filter = query.filter.as_ref();
+    let version = version(conn, organization_id).await?;
+    let foreign = foreign_accounts(conn, organization_id, &version, filter, cache).await?;
+    if !foreign.is_empty() {
+        return Ok(Listed::Forbidden(foreign));
+    }
+    let total = match cache.total(organization_id, version.key(), filter) {
+        Some(total) => total,
+        None => {
+            let total: i64 = scoped(organization_id, filter)
+                .count()
+                .get_result(conn)
+                .await?;
+            cache.remember_total(organization_id, version.key(), filter, total);
+            total
+        }
+    };
+    let (rows, access) = read_page(conn, organization_id, query, total, seek, version).await?;
+    Ok(Listed::Page(
+        Page {
+            total,
+            rows,
+            version,
+        },
+        access,
+    ))
 }
 
 /// `list`, run to completion in a task of its own even if the caller stops waiting (a client
@@ -351,9 +383,19 @@ pub async fn list_to_completion(
     query: ListRequest,
     seek: Option<Seek>,
     cache: std::sync::Arc<ReadCache>,
+    unchanged: Option<Unchanged>,
 ) -> QueryResult<Listed> {
     let task = tokio::spawn(async move {
-        list(&mut conn, &organization_id, &query, seek.as_ref(), &cache).await
+        let unchanged = unchanged.as_ref();
+        list(
+            &mut conn,
+            &organization_id,
+            &query,
+            seek.as_ref(),
+            &cache,
+            unchanged,
+        )
+        .await
     });
     task.await
         .map_err(|err| diesel::result::Error::QueryBuilderError(Box::new(err)))?
