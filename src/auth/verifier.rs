@@ -16,19 +16,18 @@ use std::sync::Arc;
 use super::dev::{DEV_AUDIENCE, DEV_ISSUER};
 use super::jwks::{IssuerUnavailable, JwksCache, VerificationKey};
 use crate::config::AuthConfig;
+use crate::usage::model::OrganizationId;
 
 /// Longest token we even look at.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Tokens remembered after verification (a few hundred bytes each).
 const VERIFIED_TOKENS: usize = 10_000;
-/// Longest organization id (the database's limit).
-pub const MAX_ORGANIZATION_CHARS: usize = 128;
 
 /// Who a request speaks for: what a verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     pub scopes: Vec<String>,
     pub subject: Option<String>,
 }
@@ -232,13 +231,10 @@ impl Verifier {
         let organization_id = match claims.get(claim) {
             // Stored and compared as text: no control character (Postgres text cannot even
             // hold NUL), and no longer than the database's organization ids.
-            Some(Value::String(org))
-                if !org.is_empty()
-                    && org.chars().count() <= MAX_ORGANIZATION_CHARS
-                    && !org.chars().any(char::is_control) =>
-            {
-                org.clone()
-            }
+            Some(Value::String(org)) => match OrganizationId::parse(org) {
+                Some(org) => org,
+                None => return Err(format!("the token has no valid '{claim}' claim")),
+            },
             _ => return Err(format!("the token has no valid '{claim}' claim")),
         };
         let mut scopes: Vec<String> = Vec::new();

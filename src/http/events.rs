@@ -192,7 +192,6 @@ pub async fn ingest(
     let body = read_body(&req, payload).await?;
     let format = body_format(&req, &body)?;
     let parsed = parse_events(format, &body)?;
-    let organization = principal.organization_id.as_str();
     let (results, valid, slots) = check_events(parsed, &Window::now(state.max_event_age_days));
     let request_hash = request_hash(format, &body);
     let key = key.as_deref().map(|key| IdempotencyKey {
@@ -201,6 +200,7 @@ pub async fn ingest(
         expired_before: chrono::Utc::now() - state.idempotency_ttl,
     });
     let mut conn = state.pool.get().await?;
+    let organization = &principal.organization_id;
     let submission = store::submit(&mut conn, organization, key, &valid, |outcomes| {
         report(results.clone(), &slots, outcomes)
     })

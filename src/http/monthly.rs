@@ -241,7 +241,7 @@ pub async fn list(
     });
     let listed = read::list_to_completion(
         conn,
-        organization.to_owned(),
+        principal.organization_id.clone(),
         params.query.clone(),
         seek,
         state.read_cache.clone(),
@@ -349,7 +349,7 @@ pub async fn show(
             return Ok(not_modified(&tag));
         }
     }
-    let (version, row) = read::find_versioned(&mut conn, organization, id).await?;
+    let (version, row) = read::find_versioned(&mut conn, &principal.organization_id, id).await?;
     let row = row.ok_or(ApiError::NotFound)?;
     let tag = tag(&version);
     if lists(&tags, &tag) {

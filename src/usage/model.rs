@@ -137,6 +137,40 @@ impl std::fmt::Display for Month {
     }
 }
 
+/// Longest organization id (the database's limit).
+pub const MAX_ORGANIZATION_CHARS: usize = 128;
+
+/// An organization's id, checked once where it enters (a token's claim, a file): 1 to 128
+/// characters, none of them a control character, so that the database can store and compare it.
+/// Every query the caller's request makes is scoped by one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrganizationId(String);
+
+impl OrganizationId {
+    pub fn parse(text: &str) -> Option<Self> {
+        let fits = !text.is_empty()
+            && text.chars().count() <= MAX_ORGANIZATION_CHARS
+            && !text.chars().any(char::is_control);
+        fits.then(|| OrganizationId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for OrganizationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for OrganizationId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Active ISO 4217 currency codes (plus the precious metals and XXX/XTS are left out: they are
 /// never billed).
 const ISO_4217: &[&str] = &[

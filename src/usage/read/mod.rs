@@ -19,6 +19,7 @@ use self::cache::ReadCache;
 use self::filter::Filter;
 use self::order::{Order, SortField};
 use self::seek::{KeyValue, Side};
+use super::model::OrganizationId;
 use crate::db::schema::usage_monthly::{self, dsl as um};
 use crate::db::schema::{accounts, organizations, rollup_dirty};
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
@@ -379,7 +380,7 @@ async fn list_in_snapshot(
 /// never go back to the pool with a transaction still open. Takes everything it needs by value.
 pub async fn list_to_completion(
     mut conn: crate::db::pool::DbConn,
-    organization_id: String,
+    organization: OrganizationId,
     query: ListRequest,
     seek: Option<Seek>,
     cache: std::sync::Arc<ReadCache>,
@@ -389,7 +390,7 @@ pub async fn list_to_completion(
         let unchanged = unchanged.as_ref();
         list(
             &mut conn,
-            &organization_id,
+            organization.as_str(),
             &query,
             seek.as_ref(),
             &cache,
@@ -539,9 +540,10 @@ async fn speculate(
 /// One record of `organization_id` and the organization's version, in one snapshot.
 pub async fn find_versioned(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     id: Uuid,
 ) -> QueryResult<(Version, Option<MonthlyRow>)> {
+    let organization_id = organization.as_str();
     conn.build_transaction()
         .read_only()
         .repeatable_read()

@@ -17,7 +17,7 @@ use super::ledger::{claim, Claim};
 use super::partitions;
 use super::voids::store_voids;
 use crate::db::schema::{accounts, usage_events};
-use crate::usage::model::Month;
+use crate::usage::model::{Month, OrganizationId};
 use crate::usage::rollup::dirty::{mark_dirty, DirtyMark};
 
 /// Events per INSERT (16 bind parameters each; Postgres allows 65,535 per statement).
@@ -71,11 +71,12 @@ pub fn month_of(event: &NewEvent) -> NaiveDate {
 /// loses a race is run again whole (`retrying`).
 pub async fn submit(
     conn: &mut AsyncPgConnection,
-    organization: &str,
+    organization: &OrganizationId,
     key: Option<IdempotencyKey<'_>>,
     entries: &[Entry],
     render: impl Fn(&[Outcome]) -> String + Send + Sync,
 ) -> QueryResult<Submission> {
+    let organization = organization.as_str();
     ensure_partitions(conn, &events_of(entries)).await?;
     let render = &render;
     retrying(async || {
