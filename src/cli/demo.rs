@@ -136,7 +136,7 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                     };
                     events.push(NewEvent {
                         event_id: format!("demo-{}-{year}-{:02}-{p}-{n}", account.id, month0 + 1),
-                        account_id: account.id.clone(),
+                        account_id: account.id.as_str().into(),
                         product_id: product_id.to_owned(),
                         aggr_product_id: aggr.to_owned(),
                         usage_type,

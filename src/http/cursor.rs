@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::usage::digest;
-use crate::usage::read::seek::{KeyValue, Side};
+use crate::usage::read::column::KeyValue;
+use crate::usage::read::seek::Side;
 
 /// Longest `cursor` accepted, in bytes; a link whose token would be longer carries none.
 pub const MAX_CURSOR_BYTES: usize = 2048;

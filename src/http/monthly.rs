@@ -250,7 +250,9 @@ pub async fn list(
     .await?;
     let tagger = params.tagger(organization, &state.public_url);
     match listed {
-        read::Listed::Forbidden(foreign) => Err(ApiError::ForbiddenAccounts(foreign)),
+        read::Listed::Forbidden(foreign) => Err(ApiError::ForbiddenAccounts(
+            foreign.iter().map(ToString::to_string).collect(),
+        )),
         read::Listed::NotModified(version) => Ok(not_modified(&tagger.tag(&version))),
         read::Listed::Page(found, _) => page(&params, &tagger, organization, &key, &found, &state),
     }
@@ -344,7 +346,7 @@ pub async fn show(
     // reading it can tell (a missing or foreign record is a 404 either way).
     let tags = if_none_match(&req).unwrap_or_default();
     if !tags.is_empty() && !tags.iter().any(|candidate| candidate == "*") {
-        let tag = tag(&read::version(&mut conn, organization).await?);
+        let tag = tag(&read::version(&mut conn, &principal.organization_id).await?);
         if lists(&tags, &tag) {
             return Ok(not_modified(&tag));
         }

@@ -1,33 +1,16 @@
-//! Organizations and their accounts: the ownership rule, and the upsert used by
-//! `usage-api accounts import` (which moves an account's usage along with it).
+//! Organizations and their accounts: the upsert used by `usage-api accounts import` (which moves
+//! an account's usage along with it). Whose an account is, is asked where it matters: by reads
+//! in `read::foreign_accounts` (cached per data version), by writes in `write::store`'s owners.
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use super::model::{AccountId, OrganizationId};
 use super::rollup::dirty::{mark_dirty, DirtyMark};
 use crate::db::schema::{
     accounts, organizations, usage_event_ids, usage_events, usage_monthly, usage_voids,
 };
-
-/// Of `ids`, those that are not accounts of `organization_id` — whether they belong to another
-/// organization or do not exist at all: the two must look the same to the caller.
-pub async fn foreign_accounts(
-    conn: &mut AsyncPgConnection,
-    organization_id: &str,
-    ids: &[String],
-) -> QueryResult<Vec<String>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let own: Vec<String> = accounts::table
-        .filter(accounts::organization_id.eq(organization_id))
-        .filter(accounts::id.eq_any(ids))
-        .select(accounts::id)
-        .load(conn)
-        .await?;
-    Ok(ids.iter().filter(|id| !own.contains(id)).cloned().collect())
-}
 
 /// An account as imported.
 #[derive(Debug, Clone, PartialEq, Eq, Insertable)]
@@ -191,17 +174,18 @@ async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> Query
         .await?;
     // The aggregates go at once: the old organization must not go on reading them until the
     // next rollup…
-    let moved: Vec<(String, String, chrono::NaiveDate)> = diesel::update(usage_monthly::table)
-        .filter(usage_monthly::account_id.eq(id))
-        .filter(usage_monthly::organization_id.ne(org))
-        .set(usage_monthly::organization_id.eq(org))
-        .returning((
-            usage_monthly::organization_id,
-            usage_monthly::account_id,
-            usage_monthly::month,
-        ))
-        .get_results(conn)
-        .await?;
+    let moved: Vec<(OrganizationId, AccountId, chrono::NaiveDate)> =
+        diesel::update(usage_monthly::table)
+            .filter(usage_monthly::account_id.eq(id))
+            .filter(usage_monthly::organization_id.ne(org))
+            .set(usage_monthly::organization_id.eq(org))
+            .returning((
+                usage_monthly::organization_id,
+                usage_monthly::account_id,
+                usage_monthly::month,
+            ))
+            .get_results(conn)
+            .await?;
     // …and their groups are marked dirty: a rollup running right now may write the old
     // organization back from its snapshot; the mark makes the next run set it right.
     let marks = moved

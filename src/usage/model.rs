@@ -140,11 +140,65 @@ impl std::fmt::Display for Month {
 /// Longest organization id (the database's limit).
 pub const MAX_ORGANIZATION_CHARS: usize = 128;
 
-/// An organization's id, checked once where it enters (a token's claim, a file): 1 to 128
-/// characters, none of them a control character, so that the database can store and compare it.
-/// Every query the caller's request makes is scoped by one of these.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct OrganizationId(String);
+/// Declares an identifier: a string that means one thing, stored as `text` (`ToSql`/`FromSql`),
+/// serialized as the string, and compared with `&str` where a caller holds one.
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, AsExpression, FromSqlRow)]
+        #[diesel(sql_type = Text)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ToSql<Text, Pg> for $name {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+                <str as ToSql<Text, Pg>>::to_sql(&self.0, &mut out.reborrow())
+            }
+        }
+
+        impl FromSql<Text, Pg> for $name {
+            fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+                Ok($name(<String as FromSql<Text, Pg>>::from_sql(value)?))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+identifier! {
+    /// An organization's id, checked once where it enters (a token's claim, a file): 1 to 128
+    /// characters, none of them a control character, so that the database can store and compare
+    /// it. Every query the caller's request makes is scoped by one of these.
+    OrganizationId
+}
 
 impl OrganizationId {
     pub fn parse(text: &str) -> Option<Self> {
@@ -153,21 +207,24 @@ impl OrganizationId {
             && !text.chars().any(char::is_control);
         fits.then(|| OrganizationId(text.to_owned()))
     }
+}
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+identifier! {
+    /// An account's id as the caller or the database spells it. Where one enters (an event, a
+    /// filter, a file) its parser bounds it to `MAX_ID_CHARS`; whether it is one of the caller's
+    /// organization's accounts is the ownership rule's question, not the type's.
+    AccountId
+}
+
+impl AccountId {
+    pub fn new(text: impl Into<String>) -> Self {
+        AccountId(text.into())
     }
 }
 
-impl std::fmt::Display for OrganizationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl PartialEq<&str> for OrganizationId {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+impl From<&str> for AccountId {
+    fn from(text: &str) -> Self {
+        AccountId::new(text)
     }
 }
 

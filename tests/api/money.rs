@@ -76,7 +76,7 @@ async fn totals_match_an_oracle_over_many_events() {
         // 1.5 and 1.50 are one price, so one aggregate.
         let price = e.unit_price.normalize().to_string();
         let key = (
-            e.account_id.clone(),
+            e.account_id.to_string(),
             e.product_id.clone(),
             format!("{}|{}", e.occurred_at.format("%Y-%m"), price),
         );

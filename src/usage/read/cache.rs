@@ -16,6 +16,7 @@ use quick_cache::Weighter;
 
 use super::filter::Filter;
 use crate::usage::digest;
+use crate::usage::model::{AccountId, OrganizationId};
 
 /// Totals remembered (32-byte key and an i64 each: about 6 MB at most).
 const COUNT_ENTRIES: usize = 100_000;
@@ -28,8 +29,8 @@ struct AccountsWeight;
 /// (epoch, data version): see `monthly::Version::key`.
 pub type VersionKey = (u64, i64);
 
-impl Weighter<(String, VersionKey), Arc<HashSet<String>>> for AccountsWeight {
-    fn weight(&self, _key: &(String, VersionKey), set: &Arc<HashSet<String>>) -> u64 {
+impl Weighter<(OrganizationId, VersionKey), Arc<HashSet<AccountId>>> for AccountsWeight {
+    fn weight(&self, _key: &(OrganizationId, VersionKey), set: &Arc<HashSet<AccountId>>) -> u64 {
         set.len() as u64 + 1
     }
 }
@@ -39,7 +40,7 @@ pub struct ReadCache {
     /// The newest (data version, total) seen per (organization, filter): lets a read plan its
     /// page before it knows the version, and check the guess in the same snapshot.
     latest: Cache<[u8; 32], (VersionKey, i64)>,
-    accounts: Cache<(String, VersionKey), Arc<HashSet<String>>, AccountsWeight>,
+    accounts: Cache<(OrganizationId, VersionKey), Arc<HashSet<AccountId>>, AccountsWeight>,
 }
 
 impl Default for ReadCache {
@@ -56,7 +57,7 @@ impl Default for ReadCache {
 /// `month eq '2024-01'` and `MONTH  EQ '2024-01'` share one total. `version` is left out of
 /// the key of `latest`.
 fn count_key(
-    organization_id: &str,
+    organization: &OrganizationId,
     version: Option<VersionKey>,
     filter: Option<&Filter>,
 ) -> [u8; 32] {
@@ -67,7 +68,7 @@ fn count_key(
         bytes
     });
     digest::sha256(&[
-        organization_id.as_bytes(),
+        organization.as_str().as_bytes(),
         version
             .as_ref()
             .map_or(b"latest".as_slice(), |v| v.as_slice()),
@@ -78,33 +79,33 @@ fn count_key(
 impl ReadCache {
     pub fn total(
         &self,
-        organization_id: &str,
+        organization: &OrganizationId,
         version: VersionKey,
         filter: Option<&Filter>,
     ) -> Option<i64> {
         self.counts
-            .get(&count_key(organization_id, Some(version), filter))
+            .get(&count_key(organization, Some(version), filter))
     }
 
     /// The newest (data version, total) this server has seen for the list.
     pub fn latest_total(
         &self,
-        organization_id: &str,
+        organization: &OrganizationId,
         filter: Option<&Filter>,
     ) -> Option<(VersionKey, i64)> {
-        self.latest.get(&count_key(organization_id, None, filter))
+        self.latest.get(&count_key(organization, None, filter))
     }
 
     pub fn remember_total(
         &self,
-        organization_id: &str,
+        organization: &OrganizationId,
         version: VersionKey,
         filter: Option<&Filter>,
         total: i64,
     ) {
         self.counts
-            .insert(count_key(organization_id, Some(version), filter), total);
-        let latest = count_key(organization_id, None, filter);
+            .insert(count_key(organization, Some(version), filter), total);
+        let latest = count_key(organization, None, filter);
         if self
             .latest
             .get(&latest)
@@ -117,21 +118,21 @@ impl ReadCache {
 
     pub fn accounts(
         &self,
-        organization_id: &str,
+        organization: &OrganizationId,
         version: VersionKey,
-    ) -> Option<Arc<HashSet<String>>> {
-        self.accounts.get(&(organization_id.to_owned(), version))
+    ) -> Option<Arc<HashSet<AccountId>>> {
+        self.accounts.get(&(organization.clone(), version))
     }
 
     pub fn remember_accounts(
         &self,
-        organization_id: &str,
+        organization: &OrganizationId,
         version: VersionKey,
-        ids: Vec<String>,
-    ) -> Arc<HashSet<String>> {
+        ids: Vec<AccountId>,
+    ) -> Arc<HashSet<AccountId>> {
         let set = Arc::new(ids.into_iter().collect::<HashSet<_>>());
         self.accounts
-            .insert((organization_id.to_owned(), version), set.clone());
+            .insert((organization.clone(), version), set.clone());
         set
     }
 }
@@ -143,22 +144,24 @@ mod tests {
     #[test]
     fn totals_are_per_organization_version_and_meaning() {
         let cache = ReadCache::default();
+        let (org, org2) = (OrganizationId::parse("org"), OrganizationId::parse("org2"));
+        let (org, org2) = (&org.unwrap(), &org2.unwrap());
         let a = crate::usage::read::filter::parse("month eq '2024-01'").unwrap();
         let b = crate::usage::read::filter::parse("MONTH   EQ '2024-01'").unwrap();
         let c = crate::usage::read::filter::parse("month eq '2024-02'").unwrap();
-        cache.remember_total("org", (1, 3), a.as_ref(), 7);
-        assert_eq!(cache.total("org", (1, 3), b.as_ref()), Some(7));
-        assert_eq!(cache.total("org", (1, 4), a.as_ref()), None);
+        cache.remember_total(org, (1, 3), a.as_ref(), 7);
+        assert_eq!(cache.total(org, (1, 3), b.as_ref()), Some(7));
+        assert_eq!(cache.total(org, (1, 4), a.as_ref()), None);
         assert_eq!(
-            cache.total("org", (2, 3), a.as_ref()),
+            cache.total(org, (2, 3), a.as_ref()),
             None,
             "another database"
         );
-        assert_eq!(cache.total("org2", (1, 3), a.as_ref()), None);
-        assert_eq!(cache.total("org", (1, 3), c.as_ref()), None);
-        assert_eq!(cache.total("org", (1, 3), None), None);
+        assert_eq!(cache.total(org2, (1, 3), a.as_ref()), None);
+        assert_eq!(cache.total(org, (1, 3), c.as_ref()), None);
+        assert_eq!(cache.total(org, (1, 3), None), None);
         // A restored database's older version replaces the newest known of the old one.
-        cache.remember_total("org", (2, 1), a.as_ref(), 9);
-        assert_eq!(cache.latest_total("org", a.as_ref()), Some(((2, 1), 9)));
+        cache.remember_total(org, (2, 1), a.as_ref(), 9);
+        assert_eq!(cache.latest_total(org, a.as_ref()), Some(((2, 1), 9)));
     }
 }

@@ -26,7 +26,8 @@ use uuid::Uuid;
 
 use crate::db::schema::usage_monthly::dsl as um;
 use crate::usage::model::{
-    is_currency, Direction, Month, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
+    is_currency, AccountId, Direction, Month, Resolution, Unit, UsageType, MAX_ID_CHARS,
+    MAX_TEXT_CHARS,
 };
 
 /// Longest accepted filter, in characters.
@@ -122,6 +123,12 @@ pub enum Value {
     Null,
     Id(Uuid),
     Month(NaiveDate),
+    Account(AccountId),
+    Type(UsageType),
+    Direction(Direction),
+    Resolution(Resolution),
+    Unit(Unit),
+    /// A currency, product, aggregated product or wallet name.
     Text(String),
 }
 
@@ -142,7 +149,7 @@ pub struct Filter {
     /// a digest of the checked syntax tree, computed once at parse. Totals are cached by it.
     meaning: [u8; 32],
     /// The account ids it names, sorted, once each (the ownership rule reads them).
-    accounts: Vec<String>,
+    accounts: Vec<AccountId>,
 }
 
 /// Why a filter was refused, with the 1-based character column where it went wrong.
@@ -513,16 +520,16 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
             .map(|m| Value::Month(m.first_day()))
             .ok_or_else(|| fail(format!("invalid month '{text}': expected YYYY-MM"))),
         Field::Type => UsageType::parse(text)
-            .map(|_| Value::Text(text.clone()))
+            .map(Value::Type)
             .ok_or_else(|| one_of("type", UsageType::expected())),
         Field::Direction => Direction::parse(text)
-            .map(|_| Value::Text(text.clone()))
+            .map(Value::Direction)
             .ok_or_else(|| one_of("direction", Direction::expected())),
         Field::Resolution => Resolution::parse(text)
-            .map(|_| Value::Text(text.clone()))
+            .map(Value::Resolution)
             .ok_or_else(|| one_of("resolution", Resolution::expected())),
         Field::Unit => Unit::parse(text)
-            .map(|_| Value::Text(text.clone()))
+            .map(Value::Unit)
             .ok_or_else(|| one_of("unit", Unit::expected())),
         Field::Currency => {
             if is_currency(text) {
@@ -544,6 +551,8 @@ fn check_literal(field: Field, op: Op, token: &Token) -> Result<Value, FilterErr
                     "'{}' value is longer than {limit} characters",
                     field.name()
                 )))
+            } else if field == Field::AccountId {
+                Ok(Value::Account(AccountId::new(text.clone())))
             } else {
                 Ok(Value::Text(text.clone()))
             }
@@ -587,32 +596,25 @@ macro_rules! compare_nullable {
     }};
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::Text(text) => text.clone(),
-        _ => String::new(),
-    }
-}
-
 fn compile_compare(field: Field, op: Op, value: &Value) -> Predicate {
     match (field, value) {
         (Field::Id, Value::Id(id)) => compare!(um::id, op, *id),
         (Field::Month, Value::Month(date)) => compare!(um::month, op, *date),
-        (Field::AccountId, v) => compare!(um::account_id, op, text(v)),
-        (Field::ProductId, v) => compare!(um::product_id, op, text(v)),
-        (Field::AggrProductId, v) => compare!(um::aggr_product_id, op, text(v)),
-        (Field::Type, v) => compare!(um::usage_type, op, text(v)),
-        (Field::Currency, v) => compare!(um::currency, op, text(v)),
-        (Field::Unit, v) => compare!(um::unit, op, text(v)),
-        (Field::WalletName, v) => compare!(um::wallet_name, op, text(v)),
-        (Field::Direction, v) => {
-            compare_nullable!(um::direction, op, (*v != Value::Null).then(|| text(v)))
+        (Field::AccountId, Value::Account(id)) => compare!(um::account_id, op, id.clone()),
+        (Field::ProductId, Value::Text(t)) => compare!(um::product_id, op, t.clone()),
+        (Field::AggrProductId, Value::Text(t)) => compare!(um::aggr_product_id, op, t.clone()),
+        (Field::Type, Value::Type(t)) => compare!(um::usage_type, op, *t),
+        (Field::Currency, Value::Text(t)) => compare!(um::currency, op, t.clone()),
+        (Field::Unit, Value::Unit(u)) => compare!(um::unit, op, *u),
+        (Field::WalletName, Value::Text(t)) => compare!(um::wallet_name, op, t.clone()),
+        (Field::Direction, Value::Direction(d)) => compare_nullable!(um::direction, op, Some(*d)),
+        (Field::Direction, _) => compare_nullable!(um::direction, op, None::<Direction>),
+        (Field::Resolution, Value::Resolution(r)) => {
+            compare_nullable!(um::resolution, op, Some(*r))
         }
-        (Field::Resolution, v) => {
-            compare_nullable!(um::resolution, op, (*v != Value::Null).then(|| text(v)))
-        }
+        (Field::Resolution, _) => compare_nullable!(um::resolution, op, None::<Resolution>),
         // check_literal guarantees the value's kind matches the field.
-        (Field::Id | Field::Month, _) => Box::new(diesel::dsl::sql::<Bool>("false")),
+        _ => Box::new(diesel::dsl::sql::<Bool>("false")),
     }
 }
 
@@ -655,8 +657,8 @@ impl Filter {
 
     /// Every account id the filter names, in any position (under `not`, in `in` lists, with any
     /// operator): the ownership rule refuses the request if one is not the caller's.
-    pub fn account_ids(&self) -> Vec<String> {
-        self.accounts.clone()
+    pub fn account_ids(&self) -> &[AccountId] {
+        &self.accounts
     }
 
     /// The checked expression tree.
@@ -666,18 +668,18 @@ impl Filter {
 }
 
 /// The account ids an expression names, sorted, once each.
-fn named_accounts(expr: &Expr) -> Vec<String> {
-    fn walk(expr: &Expr, out: &mut Vec<String>) {
+fn named_accounts(expr: &Expr) -> Vec<AccountId> {
+    fn walk(expr: &Expr, out: &mut Vec<AccountId>) {
         match expr {
             Expr::Or(terms) | Expr::And(terms) => terms.iter().for_each(|t| walk(t, out)),
             Expr::Not(inner) => walk(inner, out),
-            Expr::Compare(Field::AccountId, _, Value::Text(id)) => out.push(id.clone()),
-            Expr::In(Field::AccountId, values) => values.iter().for_each(|v| {
-                if let Value::Text(id) = v {
+            Expr::Compare(_, _, Value::Account(id)) => out.push(id.clone()),
+            Expr::In(_, values) => values.iter().for_each(|v| {
+                if let Value::Account(id) = v {
                     out.push(id.clone());
                 }
             }),
-            Expr::Compare(..) | Expr::In(..) => {}
+            Expr::Compare(..) => {}
         }
     }
     let mut ids = Vec::new();
@@ -728,7 +730,7 @@ mod tests {
             terms[1],
             Expr::In(
                 Field::Direction,
-                vec![Value::Text("INBOUND".into()), Value::Null]
+                vec![Value::Direction(Direction::Inbound), Value::Null]
             )
         );
     }

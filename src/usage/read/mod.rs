@@ -2,6 +2,7 @@
 //! exact total, and a single record by id.
 
 pub mod cache;
+pub mod column;
 pub mod filter;
 pub mod order;
 pub mod row;
@@ -16,10 +17,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use uuid::Uuid;
 
 use self::cache::ReadCache;
+use self::column::KeyValue;
 use self::filter::Filter;
-use self::order::{Order, SortField};
-use self::seek::{KeyValue, Side};
-use super::model::OrganizationId;
+use self::order::Order;
+use self::seek::Side;
+use super::model::{AccountId, OrganizationId};
 use crate::db::schema::usage_monthly::{self, dsl as um};
 use crate::db::schema::{accounts, organizations, rollup_dirty};
 use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
@@ -100,9 +102,9 @@ pub enum Access {
 
 type Boxed<'a> = usage_monthly::BoxedQuery<'a, Pg>;
 
-fn scoped<'a>(organization_id: &'a str, filter: Option<&Filter>) -> Boxed<'a> {
+fn scoped<'a>(organization: &'a OrganizationId, filter: Option<&Filter>) -> Boxed<'a> {
     let mut query = um::usage_monthly
-        .filter(um::organization_id.eq(organization_id))
+        .filter(um::organization_id.eq(organization))
         .into_boxed();
     if let Some(filter) = filter {
         query = query.filter(filter.to_sql());
@@ -110,38 +112,11 @@ fn scoped<'a>(organization_id: &'a str, filter: Option<&Filter>) -> Boxed<'a> {
     query
 }
 
-macro_rules! order_by {
-    ($query:expr, $column:expr, $descending:expr) => {
-        if $descending {
-            $query.then_order_by($column.desc())
-        } else {
-            $query.then_order_by($column.asc())
-        }
-    };
-}
-
 /// `query` in `order`, or in exactly the reverse of it (`reverse`: Postgres' ASC puts nulls last
 /// and DESC first, so flipping every key flips the whole order).
 fn ordered<'a>(mut query: Boxed<'a>, order: &Order, reverse: bool) -> Boxed<'a> {
     for key in order.keys() {
-        let d = key.descending != reverse;
-        query = match key.field {
-            SortField::Id => order_by!(query, um::id, d),
-            SortField::AccountId => order_by!(query, um::account_id, d),
-            SortField::ProductId => order_by!(query, um::product_id, d),
-            SortField::AggrProductId => order_by!(query, um::aggr_product_id, d),
-            SortField::Month => order_by!(query, um::month, d),
-            SortField::Type => order_by!(query, um::usage_type, d),
-            SortField::Description => order_by!(query, um::description, d),
-            SortField::Currency => order_by!(query, um::currency, d),
-            SortField::Direction => order_by!(query, um::direction, d),
-            SortField::Resolution => order_by!(query, um::resolution, d),
-            SortField::Unit => order_by!(query, um::unit, d),
-            SortField::Price => order_by!(query, um::price, d),
-            SortField::WalletName => order_by!(query, um::wallet_name, d),
-            SortField::NumberOfUnits => order_by!(query, um::number_of_units, d),
-            SortField::TotalAmount => order_by!(query, um::total_amount, d),
-        };
+        query = query.then_order_by(key.field.sorted(key.descending != reverse));
     }
     query
 }
@@ -175,26 +150,26 @@ fn epoch_of(text: Option<&str>) -> u64 {
 }
 
 /// The organization's current [`Version`], in one statement (one snapshot).
-pub async fn version(conn: &mut AsyncPgConnection, organization_id: &str) -> QueryResult<Version> {
-    let found = version_query(organization_id)
-        .first(conn)
-        .await
-        .optional()?;
+pub async fn version(
+    conn: &mut AsyncPgConnection,
+    organization: &OrganizationId,
+) -> QueryResult<Version> {
+    let found = version_query(organization).first(conn).await.optional()?;
     Ok(version_of(found))
 }
 
 type VersionQuery<'a> =
     organizations::BoxedQuery<'a, Pg, (diesel::sql_types::BigInt, Timestamptz, Nullable<Text>)>;
 
-fn version_query(organization_id: &str) -> VersionQuery<'_> {
+fn version_query(organization: &OrganizationId) -> VersionQuery<'_> {
     let oldest_mark = rollup_dirty::table
-        .filter(rollup_dirty::organization_id.eq(organization_id))
+        .filter(rollup_dirty::organization_id.eq(organization))
         .select(diesel::dsl::min(rollup_dirty::marked_at))
         .single_value()
         .assume_not_null()
         .nullable();
     organizations::table
-        .filter(organizations::id.eq(organization_id))
+        .filter(organizations::id.eq(organization))
         .select((
             organizations::data_version,
             coalesce_time(
@@ -227,20 +202,20 @@ fn version_of(found: Option<VersionRow>) -> Version {
 /// The organization's accounts and the data version they belong to, in one statement.
 pub async fn account_set(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
-) -> QueryResult<(i64, Vec<String>)> {
+    organization: &OrganizationId,
+) -> QueryResult<(i64, Vec<AccountId>)> {
     let version = organizations::table
-        .filter(organizations::id.eq(organization_id))
+        .filter(organizations::id.eq(organization))
         .select(organizations::data_version)
         .single_value();
-    let rows: Vec<(String, Option<i64>)> = accounts::table
-        .filter(accounts::organization_id.eq(organization_id))
+    let rows: Vec<(AccountId, Option<i64>)> = accounts::table
+        .filter(accounts::organization_id.eq(organization))
         .select((accounts::id, version))
         .load(conn)
         .await?;
     match <[_]>::first(&rows) {
         None => Ok((
-            self::version(conn, organization_id).await?.data_version,
+            self::version(conn, organization).await?.data_version,
             Vec::new(),
         )),
         Some((_, v)) => {
@@ -254,43 +229,47 @@ pub async fn account_set(
 #[derive(Debug)]
 pub enum Listed {
     /// The filter names accounts that are not the organization's (403 `forbidden_accounts`).
-    Forbidden(Vec<String>),
+    Forbidden(Vec<AccountId>),
     /// The caller's copy is current (a conditional request): nothing more was read.
     NotModified(Version),
     Page(Page, Access),
 }
 
-/// Of the account ids `filter` names, those that are not accounts of `organization_id` (another
+/// Of the account ids `filter` names, those that are not accounts of `organization` (another
 /// organization's and unknown ones alike). The organization's account set is read once per
 /// data version: taken from `cache` for `version`, else read (with the version it belongs to,
 /// which is `version` inside the caller's snapshot) and remembered.
 pub async fn foreign_accounts(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     version: &Version,
     filter: Option<&Filter>,
     cache: &ReadCache,
-) -> QueryResult<Vec<String>> {
+) -> QueryResult<Vec<AccountId>> {
     let ids = filter.map(Filter::account_ids).unwrap_or_default();
     if ids.is_empty() {
-        return Ok(ids);
+        return Ok(Vec::new());
     }
-    let own = match cache.accounts(organization_id, version.key()) {
+    let own = match cache.accounts(organization, version.key()) {
         Some(own) => own,
         None => {
             // Read on the same connection as `version`: the same epoch.
-            let (data_version, own) = account_set(conn, organization_id).await?;
-            cache.remember_accounts(organization_id, (version.epoch, data_version), own)
+            let (data_version, own) = account_set(conn, organization).await?;
+            cache.remember_accounts(organization, (version.epoch, data_version), own)
         }
     };
-    Ok(ids.into_iter().filter(|id| !own.contains(id)).collect())
+    Ok(ids
+        .iter()
+        .filter(|id| !own.contains(*id))
+        .cloned()
+        .collect())
 }
 
 /// Whether a version is the one the caller already has (a conditional request's test: the
 /// HTTP layer knows how a version becomes an entity tag).
 pub type Unchanged = Box<dyn Fn(&Version) -> bool + Send + Sync>;
 
-/// The page of `query` in `organization_id` and the total, read in one snapshot so that they
+/// The page of `query` in `organization` and the total, read in one snapshot so that they
 /// agree even while the rollup writes, after the ownership check of the filter's accounts.
 /// The total and the account set come from `cache` when this version's are known; the page is
 /// read from whichever end is nearer, or from `seek` when it still holds for this version.
@@ -298,18 +277,22 @@ pub type Unchanged = Box<dyn Fn(&Version) -> bool + Send + Sync>;
 /// A conditional request (`unchanged`) is first answered from the organization's version and
 /// account set alone, never reading usage_monthly: `NotModified` when the caller's copy is
 /// current.
+/// When it is not, the page is read as any other, and the version is read again inside the
+/// page's snapshot. That second read is on purpose: taking the version only from the page's
+/// snapshot would make every `304` read a page it then throws away, and `304`s are the
+/// common case of a conditional request.
 pub async fn list(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     query: &ListRequest,
     seek: Option<&Seek>,
     cache: &ReadCache,
     unchanged: Option<&Unchanged>,
 ) -> QueryResult<Listed> {
     if let Some(unchanged) = unchanged {
-        let version = version(conn, organization_id).await?;
+        let version = version(conn, organization).await?;
         let filter = query.filter.as_ref();
-        let foreign = foreign_accounts(conn, organization_id, &version, filter, cache).await?;
+        let foreign = foreign_accounts(conn, organization, &version, filter, cache).await?;
         if !foreign.is_empty() {
             return Ok(Listed::Forbidden(foreign));
         }
@@ -318,15 +301,15 @@ pub async fn list(
         }
     }
     let filter = query.filter.as_ref();
-    if let Some((key, total)) = cache.latest_total(organization_id, filter) {
+    if let Some((key, total)) = cache.latest_total(organization, filter) {
         let ids = filter.map(Filter::account_ids).unwrap_or_default();
         let owned = ids.is_empty()
             || cache
-                .accounts(organization_id, key)
+                .accounts(organization, key)
                 .is_some_and(|own| ids.iter().all(|id| own.contains(id)));
         if owned {
             let known = (key, total);
-            if let Some(listed) = speculate(conn, organization_id, query, seek, known).await? {
+            if let Some(listed) = speculate(conn, organization, query, seek, known).await? {
                 return Ok(listed);
             }
         }
@@ -334,7 +317,7 @@ pub async fn list(
     conn.build_transaction()
         .read_only()
         .repeatable_read()
-        .run(async |conn| list_in_snapshot(conn, organization_id, query, seek, cache).await)
+        .run(async |conn| list_in_snapshot(conn, organization, query, seek, cache).await)
         .await
 }
 
@@ -342,29 +325,29 @@ pub async fn list(
 /// ownership check, the total (cached per version) and the page, all of one snapshot.
 async fn list_in_snapshot(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     query: &ListRequest,
     seek: Option<&Seek>,
     cache: &ReadCache,
 ) -> QueryResult<Listed> {
     let filter = query.filter.as_ref();
-    let version = version(conn, organization_id).await?;
-    let foreign = foreign_accounts(conn, organization_id, &version, filter, cache).await?;
+    let version = version(conn, organization).await?;
+    let foreign = foreign_accounts(conn, organization, &version, filter, cache).await?;
     if !foreign.is_empty() {
         return Ok(Listed::Forbidden(foreign));
     }
-    let total = match cache.total(organization_id, version.key(), filter) {
+    let total = match cache.total(organization, version.key(), filter) {
         Some(total) => total,
         None => {
-            let total: i64 = scoped(organization_id, filter)
+            let total: i64 = scoped(organization, filter)
                 .count()
                 .get_result(conn)
                 .await?;
-            cache.remember_total(organization_id, version.key(), filter, total);
+            cache.remember_total(organization, version.key(), filter, total);
             total
         }
     };
-    let (rows, access) = read_page(conn, organization_id, query, total, seek, version).await?;
+    let (rows, access) = read_page(conn, organization, query, total, seek, version).await?;
     Ok(Listed::Page(
         Page {
             total,
@@ -390,7 +373,7 @@ pub async fn list_to_completion(
         let unchanged = unchanged.as_ref();
         list(
             &mut conn,
-            organization.as_str(),
+            &organization,
             &query,
             seek.as_ref(),
             &cache,
@@ -406,7 +389,7 @@ pub async fn list_to_completion(
 /// data version): `None` for a page past the end, else the query and whether it reads
 /// backwards.
 fn plan<'a>(
-    organization_id: &'a str,
+    organization: &'a OrganizationId,
     query: &ListRequest,
     total: i64,
     seek: Option<&Seek>,
@@ -429,16 +412,15 @@ fn plan<'a>(
     let (reverse, access, base) = match sought {
         Some((reverse, predicate)) => {
             let base =
-                ordered(scoped(organization_id, filter), &query.order, reverse).filter(predicate);
+                ordered(scoped(organization, filter), &query.order, reverse).filter(predicate);
             (reverse, Access::Seek, base)
         }
         _ if after_page < start => {
-            let base =
-                ordered(scoped(organization_id, filter), &query.order, true).offset(after_page);
+            let base = ordered(scoped(organization, filter), &query.order, true).offset(after_page);
             (true, Access::ReverseOffset, base)
         }
         _ => {
-            let base = ordered(scoped(organization_id, filter), &query.order, false).offset(start);
+            let base = ordered(scoped(organization, filter), &query.order, false).offset(start);
             (false, Access::Offset, base)
         }
     };
@@ -447,13 +429,13 @@ fn plan<'a>(
 
 async fn read_page(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     query: &ListRequest,
     total: i64,
     seek: Option<&Seek>,
     version: Version,
 ) -> QueryResult<(Vec<MonthlyRow>, Access)> {
-    let Some((base, reverse, access)) = plan(organization_id, query, total, seek, version.key())
+    let Some((base, reverse, access)) = plan(organization, query, total, seek, version.key())
     else {
         return Ok((Vec::new(), Access::Nothing));
     };
@@ -473,13 +455,13 @@ async fn read_page(
 /// a reader can check that no path leaves the transaction open: that is why it is long.
 async fn speculate(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     query: &ListRequest,
     seek: Option<&Seek>,
     known: ((u64, i64), i64),
 ) -> QueryResult<Option<Listed>> {
     let (key, total) = known;
-    let planned = plan(organization_id, query, total, seek, key);
+    let planned = plan(organization, query, total, seek, key);
     let reverse = planned.as_ref().is_some_and(|p| p.1);
     let access = planned.as_ref().map_or(Access::Nothing, |p| p.2);
     let shared: &AsyncPgConnection = conn;
@@ -491,7 +473,7 @@ async fn speculate(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
              SET LOCAL plan_cache_mode = force_generic_plan",
         ),
-        version_query(organization_id).first::<VersionRow>(&mut read_version),
+        version_query(organization).first::<VersionRow>(&mut read_version),
         async {
             match planned {
                 Some((base, _, _)) => {
@@ -537,31 +519,30 @@ async fn speculate(
     }
 }
 
-/// One record of `organization_id` and the organization's version, in one snapshot.
+/// One record of `organization` and the organization's version, in one snapshot.
 pub async fn find_versioned(
     conn: &mut AsyncPgConnection,
     organization: &OrganizationId,
     id: Uuid,
 ) -> QueryResult<(Version, Option<MonthlyRow>)> {
-    let organization_id = organization.as_str();
     conn.build_transaction()
         .read_only()
         .repeatable_read()
         .run(async |conn| {
-            let version = version(conn, organization_id).await?;
-            Ok((version, find(conn, organization_id, id).await?))
+            let version = version(conn, organization).await?;
+            Ok((version, find(conn, organization, id).await?))
         })
         .await
 }
 
-/// One record of `organization_id`; `None` when it does not exist or belongs to another.
+/// One record of `organization`; `None` when it does not exist or belongs to another.
 pub async fn find(
     conn: &mut AsyncPgConnection,
-    organization_id: &str,
+    organization: &OrganizationId,
     id: Uuid,
 ) -> QueryResult<Option<MonthlyRow>> {
     um::usage_monthly
-        .filter(um::organization_id.eq(organization_id))
+        .filter(um::organization_id.eq(organization))
         .filter(um::id.eq(id))
         .select(MonthlyRow::as_select())
         .first(conn)

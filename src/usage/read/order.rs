@@ -1,5 +1,7 @@
 //! Paging and ordering requests: `page`, `per_page` and `order_by`, parsed and bounded.
 
+use super::column::SortField;
+
 /// Most records in one page.
 pub const MAX_PER_PAGE: u32 = 250;
 pub const DEFAULT_PER_PAGE: u32 = 50;
@@ -12,57 +14,6 @@ pub const MAX_ORDER_BY_CHARS: usize = 40;
 pub fn total_pages(total: i64, per_page: u32) -> i64 {
     let per_page = i64::from(per_page.max(1));
     (total + per_page - 1) / per_page
-}
-
-/// A field the list can be ordered by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortField {
-    Id,
-    AccountId,
-    ProductId,
-    AggrProductId,
-    Month,
-    Type,
-    Description,
-    Currency,
-    Direction,
-    Resolution,
-    Unit,
-    Price,
-    WalletName,
-    NumberOfUnits,
-    TotalAmount,
-}
-
-impl SortField {
-    const ALL: [(&'static str, SortField); 15] = [
-        ("id", SortField::Id),
-        ("account_id", SortField::AccountId),
-        ("product_id", SortField::ProductId),
-        ("aggr_product_id", SortField::AggrProductId),
-        ("month", SortField::Month),
-        ("type", SortField::Type),
-        ("description", SortField::Description),
-        ("currency", SortField::Currency),
-        ("direction", SortField::Direction),
-        ("resolution", SortField::Resolution),
-        ("unit", SortField::Unit),
-        ("price", SortField::Price),
-        ("wallet_name", SortField::WalletName),
-        ("number_of_units", SortField::NumberOfUnits),
-        ("total_amount", SortField::TotalAmount),
-    ];
-
-    fn parse(name: &str) -> Option<SortField> {
-        Self::ALL
-            .iter()
-            .find(|(text, _)| text.eq_ignore_ascii_case(name))
-            .map(|(_, field)| *field)
-    }
-
-    pub fn names() -> String {
-        Self::ALL.map(|(name, _)| name).join(", ")
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,14 +7,14 @@ use uuid::Uuid;
 
 use crate::db::schema::usage_monthly;
 use crate::usage::amount::Amount;
-use crate::usage::model::{Direction, Resolution, Unit, UsageType};
+use crate::usage::model::{AccountId, Direction, Resolution, Unit, UsageType};
 
 /// One monthly aggregate, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = usage_monthly, check_for_backend(Pg))]
 pub struct MonthlyRow {
     pub id: Uuid,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub product_id: String,
     pub aggr_product_id: String,
     pub month: NaiveDate,

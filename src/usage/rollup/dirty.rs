@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::rollup_dirty;
+use crate::usage::model::{AccountId, OrganizationId};
 
 /// Marks per INSERT (3 bind parameters each).
 const MARKS_PER_INSERT: usize = 5000;
@@ -15,8 +16,8 @@ const MARKS_PER_INSERT: usize = 5000;
 /// takes marks in this order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DirtyMark {
-    pub organization_id: String,
-    pub account_id: String,
+    pub organization_id: OrganizationId,
+    pub account_id: AccountId,
     /// The month's first day.
     pub month: NaiveDate,
 }

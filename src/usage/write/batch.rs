@@ -4,7 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use super::event::{coded, Entry, NewEvent, NewVoid, UNKNOWN_ACCOUNT};
+use crate::usage::model::{AccountId, OrganizationId};
 use crate::usage::rollup::dirty::DirtyMark;
+
+/// The organization of each account a batch names (those it may use).
+pub type Owners = HashMap<AccountId, OrganizationId>;
 
 /// The outcome of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +19,7 @@ pub enum Outcome {
 }
 
 /// An entry to store: its index in the batch, its organization, and itself.
-pub type Candidate<'a, T> = (usize, &'a str, &'a T);
+pub type Candidate<'a, T> = (usize, &'a OrganizationId, &'a T);
 
 /// What a batch comes to so far: an outcome per entry (once known) and the dirty keys.
 pub struct Batch {
@@ -36,16 +40,16 @@ impl Batch {
     pub fn candidates<'a>(
         &mut self,
         entries: &'a [Entry],
-        organization: Option<&'a str>,
-        owners: &'a HashMap<String, String>,
+        organization: Option<&'a OrganizationId>,
+        owners: &'a Owners,
     ) -> (Vec<Candidate<'a, NewEvent>>, Vec<Candidate<'a, NewVoid>>) {
-        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let mut seen: HashSet<(&OrganizationId, &str)> = HashSet::new();
         let (mut events, mut voids) = (Vec::new(), Vec::new());
         for (index, entry) in entries.iter().enumerate() {
             let placed = match entry {
                 Entry::Event(event) => owners
-                    .get(event.account_id.as_str())
-                    .map(|org| (org.as_str(), event.event_id.as_str()))
+                    .get(&event.account_id)
+                    .map(|org| (org, event.event_id.as_str()))
                     .ok_or_else(|| unknown_account(&event.account_id)),
                 Entry::Void(void) => void_organization(void, organization, owners)
                     .map(|org| (org, void.event_id.as_str())),
@@ -70,7 +74,7 @@ impl Batch {
     }
 }
 
-fn unknown_account(account: &str) -> Outcome {
+fn unknown_account(account: &AccountId) -> Outcome {
     Outcome::Rejected(coded(
         UNKNOWN_ACCOUNT,
         format!("'{account}' is not an account of this organization"),
@@ -81,14 +85,11 @@ fn unknown_account(account: &str) -> Outcome {
 /// the caller's), or that of the account it names (files, where the account is required).
 fn void_organization<'a>(
     void: &NewVoid,
-    organization: Option<&'a str>,
-    owners: &'a HashMap<String, String>,
-) -> Result<&'a str, Outcome> {
+    organization: Option<&'a OrganizationId>,
+    owners: &'a Owners,
+) -> Result<&'a OrganizationId, Outcome> {
     match (&void.account_id, organization) {
-        (Some(account), _) => owners
-            .get(account)
-            .map(String::as_str)
-            .ok_or_else(|| unknown_account(account)),
+        (Some(account), _) => owners.get(account).ok_or_else(|| unknown_account(account)),
         (None, Some(org)) => Ok(org),
         (None, None) => Err(Outcome::Rejected(
             "account_id is missing: a void names the account of the event it voids".to_owned(),

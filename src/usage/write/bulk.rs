@@ -259,7 +259,7 @@ fn encode(out: &mut Vec<u8>, line: u64, e: &NewEvent) {
     };
     text(out, &line.to_string());
     text(out, &e.event_id);
-    text(out, &e.account_id);
+    text(out, e.account_id.as_str());
     text(out, &e.product_id);
     text(out, &e.aggr_product_id);
     text(out, e.usage_type.as_str());

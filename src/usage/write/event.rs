@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::db::schema::usage_events;
 use crate::usage::model::{
-    is_currency, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
+    is_currency, AccountId, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
 };
 
 /// Default of `USAGE_API_MAX_EVENT_AGE_DAYS`: the oldest `occurred_at` accepted, in days.
@@ -75,7 +75,7 @@ const MAX_SCALE: u32 = 12;
 #[diesel(table_name = usage_events)]
 pub struct NewEvent {
     pub event_id: String,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub product_id: String,
     pub aggr_product_id: String,
     pub usage_type: UsageType,
@@ -119,7 +119,7 @@ pub struct NewVoid {
     pub voids: String,
     /// The account of the voided event: required in files (it names the organization), optional
     /// over HTTP (the token names it).
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
 }
 
 /// One line of input: an event, or a void of an earlier one.
@@ -237,7 +237,7 @@ impl RawEvent {
                     return Err("an event cannot void itself".to_owned());
                 }
                 let account_id = match present(self.account_id) {
-                    Some(account) => Some(identifier("account_id", Some(account))?),
+                    Some(account) => Some(AccountId::new(identifier("account_id", Some(account))?)),
                     None => None,
                 };
                 Ok(Entry::Void(NewVoid {
@@ -273,7 +273,7 @@ impl RawEvent {
         let occurred_at = timestamp(&occurred_at, window)?;
         Ok(NewEvent {
             event_id: identifier("event_id", self.event_id)?,
-            account_id: identifier("account_id", self.account_id)?,
+            account_id: AccountId::new(identifier("account_id", self.account_id)?),
             product_id: identifier("product_id", self.product_id)?,
             aggr_product_id: identifier("aggr_product_id", self.aggr_product_id)?,
             usage_type: UsageType::parse(&usage_type)

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::idempotency_keys as keys;
+use crate::usage::model::OrganizationId;
 
 /// An `Idempotency-Key` and the digest of the request it came with.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +36,7 @@ pub enum Submission {
 /// UPDATE, so of two requests racing for it exactly one wins.
 pub(super) async fn claim_key(
     conn: &mut AsyncPgConnection,
-    organization: &str,
+    organization: &OrganizationId,
     key: IdempotencyKey<'_>,
 ) -> QueryResult<Option<Submission>> {
     let claimed = diesel::insert_into(keys::table)

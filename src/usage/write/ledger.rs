@@ -9,12 +9,16 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::usage_event_ids;
+use crate::usage::model::{AccountId, OrganizationId};
+
+/// A ledger entry's key: (organization, event id).
+pub type LedgerKey = (OrganizationId, String);
 
 /// One ledger entry to claim.
 pub struct Claim<'a> {
-    pub organization_id: &'a str,
+    pub organization_id: &'a OrganizationId,
     pub event_id: &'a str,
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -24,7 +28,7 @@ pub struct Claim<'a> {
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     claims: &[Claim<'_>],
-) -> QueryResult<HashSet<(String, String)>> {
+) -> QueryResult<HashSet<LedgerKey>> {
     if claims.is_empty() {
         return Ok(HashSet::new());
     }
@@ -43,7 +47,7 @@ pub async fn claim(
         .values(&rows)
         .on_conflict_do_nothing()
         .returning((usage_event_ids::organization_id, usage_event_ids::event_id))
-        .get_results::<(String, String)>(conn)
+        .get_results::<LedgerKey>(conn)
         .await?
         .into_iter()
         .collect())

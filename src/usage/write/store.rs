@@ -3,21 +3,19 @@
 //! loaded by `bulk`. A bad line never stops a load and is never dropped silently: it is reported
 //! with its line number and reason.
 
-use std::collections::HashMap;
-
 use chrono::NaiveDate;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 pub use super::batch::Outcome;
-use super::batch::{Batch, Candidate};
+use super::batch::{Batch, Candidate, Owners};
 use super::event::{Entry, NewEvent};
 use super::idempotency::{claim_key, IdempotencyKey, Submission};
 use super::ledger::{claim, Claim};
 use super::partitions;
 use super::voids::store_voids;
 use crate::db::schema::{accounts, usage_events};
-use crate::usage::model::{Month, OrganizationId};
+use crate::usage::model::{AccountId, Month, OrganizationId};
 use crate::usage::rollup::dirty::{mark_dirty, DirtyMark};
 
 /// Events per INSERT (16 bind parameters each; Postgres allows 65,535 per statement).
@@ -76,7 +74,6 @@ pub async fn submit(
     entries: &[Entry],
     render: impl Fn(&[Outcome]) -> String + Send + Sync,
 ) -> QueryResult<Submission> {
-    let organization = organization.as_str();
     ensure_partitions(conn, &events_of(entries)).await?;
     let render = &render;
     retrying(async || {
@@ -114,7 +111,7 @@ pub async fn submit(
 pub async fn insert_entries_in(
     conn: &mut AsyncPgConnection,
     entries: &[Entry],
-    organization: Option<&str>,
+    organization: Option<&OrganizationId>,
 ) -> QueryResult<Vec<Outcome>> {
     let owners = owners(conn, entries, organization).await?;
     let mut batch = Batch::new(entries.len());
@@ -150,7 +147,8 @@ async fn store_events(
         })
         .collect();
     let new = claim(conn, &claims).await?;
-    let is_new = |org: &str, e: &NewEvent| new.contains(&(org.to_owned(), e.event_id.clone()));
+    let is_new =
+        |org: &OrganizationId, e: &NewEvent| new.contains(&(org.clone(), e.event_id.clone()));
     let rows: Vec<_> = chunk
         .iter()
         .filter(|(_, org, e)| is_new(org, e))
@@ -165,7 +163,7 @@ async fn store_events(
     for (index, org, e) in chunk {
         batch.outcomes[*index] = Some(if is_new(org, e) {
             batch.dirty.push(DirtyMark {
-                organization_id: org.to_string(),
+                organization_id: (*org).clone(),
                 account_id: e.account_id.clone(),
                 month: month_of(e),
             });
@@ -182,19 +180,19 @@ async fn store_events(
 async fn owners(
     conn: &mut AsyncPgConnection,
     entries: &[Entry],
-    organization: Option<&str>,
-) -> QueryResult<HashMap<String, String>> {
-    let mut ids: Vec<&str> = entries
+    organization: Option<&OrganizationId>,
+) -> QueryResult<Owners> {
+    let mut ids: Vec<&AccountId> = entries
         .iter()
         .filter_map(|entry| match entry {
-            Entry::Event(event) => Some(event.account_id.as_str()),
-            Entry::Void(void) => void.account_id.as_deref(),
+            Entry::Event(event) => Some(&event.account_id),
+            Entry::Void(void) => void.account_id.as_ref(),
         })
         .collect();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Owners::new());
     }
     let mut query = accounts::table
         .filter(accounts::id.eq_any(&ids))
@@ -204,7 +202,7 @@ async fn owners(
         query = query.filter(accounts::organization_id.eq(org));
     }
     Ok(query
-        .load::<(String, String)>(conn)
+        .load::<(AccountId, OrganizationId)>(conn)
         .await?
         .into_iter()
         .collect())
@@ -214,7 +212,7 @@ async fn owners(
 pub async fn insert_entries(
     conn: &mut AsyncPgConnection,
     entries: &[Entry],
-    organization: Option<&str>,
+    organization: Option<&OrganizationId>,
 ) -> QueryResult<Vec<Outcome>> {
     ensure_partitions(conn, &events_of(entries)).await?;
     retrying(async || {

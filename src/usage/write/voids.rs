@@ -10,24 +10,24 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::batch::{Batch, Candidate, Outcome};
 use super::event::NewVoid;
-use super::ledger::{claim, Claim};
+use super::ledger::{claim, Claim, LedgerKey};
 use crate::db::schema::{usage_event_ids, usage_voids};
-use crate::usage::model::Month;
+use crate::usage::model::{AccountId, Month, OrganizationId};
 use crate::usage::rollup::dirty::DirtyMark;
 
 /// A void whose target was found: the voided event's account and time.
 struct Resolved<'a> {
     index: usize,
-    organization_id: &'a str,
+    organization_id: &'a OrganizationId,
     void: &'a NewVoid,
-    account_id: String,
+    account_id: AccountId,
     occurred_at: DateTime<Utc>,
 }
 
 impl Resolved<'_> {
     /// The void's own ledger key.
-    fn key(&self) -> (String, String) {
-        (self.organization_id.to_owned(), self.void.event_id.clone())
+    fn key(&self) -> LedgerKey {
+        (self.organization_id.clone(), self.void.event_id.clone())
     }
 
     /// The voided event's month (first day).
@@ -87,8 +87,8 @@ pub(super) async fn store_voids(
 /// The voids' targets as the ledger knows them (this transaction's events included), and which
 /// of them are voids (the batch's own voids among them).
 struct Targets {
-    events: HashMap<(String, String), (String, DateTime<Utc>)>,
-    voids: HashSet<(String, String)>,
+    events: HashMap<LedgerKey, (AccountId, DateTime<Utc>)>,
+    voids: HashSet<LedgerKey>,
 }
 
 impl Targets {
@@ -96,7 +96,7 @@ impl Targets {
         conn: &mut AsyncPgConnection,
         voids: &[Candidate<'_, NewVoid>],
     ) -> QueryResult<Targets> {
-        let organizations: Vec<&str> = voids.iter().map(|v| v.1).collect();
+        let organizations: Vec<&OrganizationId> = voids.iter().map(|v| v.1).collect();
         let named: Vec<&str> = voids.iter().map(|v| v.2.voids.as_str()).collect();
         let events = usage_event_ids::table
             .filter(usage_event_ids::organization_id.eq_any(&organizations))
@@ -107,23 +107,23 @@ impl Targets {
                 usage_event_ids::account_id,
                 usage_event_ids::occurred_at,
             ))
-            .load::<(String, String, String, DateTime<Utc>)>(conn)
+            .load::<(OrganizationId, String, AccountId, DateTime<Utc>)>(conn)
             .await?
             .into_iter()
             .map(|(org, id, account, at)| ((org, id), (account, at)))
             .collect();
-        let mut are_voids: HashSet<(String, String)> = usage_voids::table
+        let mut are_voids: HashSet<LedgerKey> = usage_voids::table
             .filter(usage_voids::organization_id.eq_any(&organizations))
             .filter(usage_voids::event_id.eq_any(&named))
             .select((usage_voids::organization_id, usage_voids::event_id))
-            .load::<(String, String)>(conn)
+            .load::<LedgerKey>(conn)
             .await?
             .into_iter()
             .collect();
         are_voids.extend(
             voids
                 .iter()
-                .map(|(_, org, v)| (org.to_string(), v.event_id.clone())),
+                .map(|(_, org, v)| ((*org).clone(), v.event_id.clone())),
         );
         Ok(Targets {
             events,
@@ -132,8 +132,12 @@ impl Targets {
     }
 
     /// The account and time of the event `void` cancels, or why it cannot.
-    fn resolve(&self, org: &str, void: &NewVoid) -> Result<(String, DateTime<Utc>), Outcome> {
-        let key = (org.to_owned(), void.voids.clone());
+    fn resolve(
+        &self,
+        org: &OrganizationId,
+        void: &NewVoid,
+    ) -> Result<(AccountId, DateTime<Utc>), Outcome> {
+        let key = (org.clone(), void.voids.clone());
         if self.voids.contains(&key) {
             let reason = format!("'{}' is a void; it cannot be voided", void.voids);
             return Err(Outcome::Rejected(reason));
@@ -174,11 +178,11 @@ async fn insert_void_rows(
             )
         })
         .collect();
-    let stored: HashSet<(String, String)> = diesel::insert_into(usage_voids::table)
+    let stored: HashSet<LedgerKey> = diesel::insert_into(usage_voids::table)
         .values(&rows)
         .on_conflict_do_nothing()
         .returning((usage_voids::organization_id, usage_voids::event_id))
-        .get_results::<(String, String)>(conn)
+        .get_results::<LedgerKey>(conn)
         .await?
         .into_iter()
         .collect();

@@ -29,7 +29,7 @@ pub fn at(rfc3339: &str) -> DateTime<Utc> {
 pub fn event(event_id: &str, account_id: &str) -> NewEvent {
     NewEvent {
         event_id: event_id.to_owned(),
-        account_id: account_id.to_owned(),
+        account_id: account_id.into(),
         product_id: "TD-USG-TEL-IN-100100".to_owned(),
         aggr_product_id: "TD-USG-TEL-UG-102213".to_owned(),
         usage_type: UsageType::Call,
