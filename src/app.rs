@@ -9,6 +9,7 @@ use diesel_async::AsyncPgConnection;
 use crate::auth::Verifier;
 use crate::db::DbPool;
 use crate::usage::read::cache::ReadCache;
+use crate::usage::records::catalogue::Catalogue;
 
 /// Built once, shared by every worker. Everything in it is either configuration or a cache
 /// keyed by data version, so replicas stay interchangeable.
@@ -27,6 +28,8 @@ pub struct AppState {
     pub read_cache: Arc<ReadCache>,
     /// The key that signs position tokens, read from the database on first use.
     pub cursor_key: tokio::sync::OnceCell<Vec<u8>>,
+    /// The category catalogue (data of the migrations), read on first use.
+    pub catalogue: tokio::sync::OnceCell<Arc<Catalogue>>,
     /// `USAGE_API_MAX_EVENT_AGE_DAYS`.
     pub max_event_age_days: u32,
     /// `USAGE_API_IDEMPOTENCY_TTL_HOURS`.
@@ -43,6 +46,7 @@ impl AppState {
             rollup_wake: Default::default(),
             read_cache: Arc::default(),
             cursor_key: Default::default(),
+            catalogue: Default::default(),
             max_event_age_days: crate::usage::write::event::DEFAULT_MAX_AGE_DAYS,
             idempotency_ttl: chrono::Duration::hours(24),
         }
@@ -60,5 +64,13 @@ impl AppState {
             .get_or_try_init(|| crate::usage::read::cursor_key(conn))
             .await
             .map(Vec::as_slice)
+    }
+
+    /// The category catalogue, read on first use.
+    pub async fn catalogue(&self, conn: &mut AsyncPgConnection) -> QueryResult<Arc<Catalogue>> {
+        self.catalogue
+            .get_or_try_init(async || Catalogue::load(conn).await.map(Arc::new))
+            .await
+            .cloned()
     }
 }

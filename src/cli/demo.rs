@@ -149,6 +149,7 @@ pub fn demo_events(now: chrono::DateTime<Utc>) -> Vec<NewEvent> {
                         wallet_name: wallet.to_owned(),
                         quantity,
                         occurred_at,
+                        category: None,
                     });
                 }
             }

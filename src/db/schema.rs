@@ -57,6 +57,50 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_categories (slug) {
+        slug -> Text,
+        parent -> Nullable<Text>,
+        position -> Int4,
+        description -> Text,
+        count_unit -> Text,
+    }
+}
+
+diesel::table! {
+    usage_category_tree (ancestor, descendant) {
+        ancestor -> Text,
+        descendant -> Text,
+    }
+}
+
+diesel::table! {
+    usage_daily (organization_id, account_id, day, category, currency, unit) {
+        organization_id -> Text,
+        account_id -> Text,
+        day -> Date,
+        category -> Text,
+        currency -> Text,
+        unit -> Text,
+        event_count -> Int8,
+        quantity -> Numeric,
+        amount -> Numeric,
+    }
+}
+
+diesel::table! {
+    usage_daily_totals (organization_id, day, category, currency, unit) {
+        organization_id -> Text,
+        day -> Date,
+        category -> Text,
+        currency -> Text,
+        unit -> Text,
+        event_count -> Int8,
+        quantity -> Numeric,
+        amount -> Numeric,
+    }
+}
+
+diesel::table! {
     usage_events (organization_id, occurred_at, seq) {
         seq -> Int8,
         event_id -> Text,
@@ -75,6 +119,7 @@ diesel::table! {
         occurred_at -> Timestamptz,
         ingested_at -> Timestamptz,
         organization_id -> Text,
+        category -> Nullable<Text>,
     }
 }
 
@@ -120,6 +165,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     organizations,
     rollup_dirty,
     signing_keys,
+    usage_categories,
+    usage_category_tree,
+    usage_daily,
+    usage_daily_totals,
     usage_event_ids,
     usage_events,
     usage_monthly,

@@ -34,7 +34,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn to(href: String) -> Self {
+    pub fn to(href: String) -> Self {
         Link {
             href,
             templated: false,

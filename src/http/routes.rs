@@ -1,8 +1,9 @@
 //! The route table. Unknown paths and wrong methods answer in the same JSON error body.
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
-use super::{events, health, monthly};
+use super::{categories, events, health, monthly, records};
 use crate::error::ApiError;
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -32,6 +33,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/express/usage/events")
             .route(web::post().to(events::ingest))
             .default_service(web::to(only_post)),
+    )
+    .service(
+        web::resource(categories::CATEGORIES_PATH)
+            .route(web::get().to(categories::list))
+            .default_service(web::to(only_get)),
+    )
+    .service(
+        web::resource(records::PATH)
+            .wrap(from_fn(records::with_status))
+            .route(web::get().to(records::list))
+            .default_service(web::to(only_get)),
     )
     .service(web::resource("/health/live").route(web::get().to(health::live)))
     .service(web::resource("/health/ready").route(web::get().to(health::ready)))

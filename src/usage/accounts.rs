@@ -153,6 +153,25 @@ async fn refuse_collisions(
     }
 }
 
+/// Deletes account $1's days outside organization $2 and subtracts them from their
+/// organizations' totals (rows in key order, as the rollup writes them).
+const MOVE_DAYS: &str = "\
+WITH gone AS (
+    DELETE FROM usage_daily WHERE account_id = $1 AND organization_id <> $2
+    RETURNING organization_id, day, category, currency, unit, event_count, quantity, amount
+)
+INSERT INTO usage_daily_totals AS t (
+    organization_id, day, category, currency, unit, event_count, quantity, amount)
+SELECT organization_id, day, category, currency, unit,
+       -sum(event_count), -sum(quantity), -sum(amount)
+FROM gone
+GROUP BY organization_id, day, category, currency, unit
+ORDER BY organization_id, day, category, currency, unit
+ON CONFLICT (organization_id, day, category, currency, unit) DO UPDATE SET
+    event_count = t.event_count + EXCLUDED.event_count,
+    quantity    = trim_scale(t.quantity + EXCLUDED.quantity),
+    amount      = trim_scale(t.amount + EXCLUDED.amount)";
+
 /// Moves an account's events, ledger entries, voids and aggregates to its new organization.
 async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> QueryResult<()> {
     let (id, org) = (account.id.as_str(), account.organization_id.as_str());
@@ -186,6 +205,13 @@ async fn move_usage(conn: &mut AsyncPgConnection, account: &NewAccount) -> Query
             ))
             .get_results(conn)
             .await?;
+    // Its days leave the old organization at once too, taken out of that organization's
+    // totals; the rollup (marked below) writes them under the new one.
+    diesel::sql_query(MOVE_DAYS)
+        .bind::<diesel::sql_types::Text, _>(id)
+        .bind::<diesel::sql_types::Text, _>(org)
+        .execute(conn)
+        .await?;
     // …and their groups are marked dirty: a rollup running right now may write the old
     // organization back from its snapshot; the mark makes the next run set it right.
     let marks = moved

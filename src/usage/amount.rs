@@ -19,6 +19,11 @@ impl Amount {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Nothing: what a period without usage sums to.
+    pub fn zero() -> Self {
+        Amount("0".to_owned())
+    }
 }
 
 impl std::fmt::Display for Amount {

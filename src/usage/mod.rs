@@ -8,5 +8,6 @@ pub mod amount;
 pub mod digest;
 pub mod model;
 pub mod read;
+pub mod records;
 pub mod rollup;
 pub mod write;

@@ -140,6 +140,40 @@ impl std::fmt::Display for Month {
 /// Longest organization id (the database's limit).
 pub const MAX_ORGANIZATION_CHARS: usize = 128;
 
+vocabulary!(
+    /// A category of the catalogue (DESIGN §2b), as an event may name it: every slug of
+    /// migration 5's `usage_categories` but `totalprice`, which is every event's. The table holds
+    /// the rest (parent, description, count unit); a test keeps the two lists equal.
+    Category {
+        Calls => "calls", CallsInbound => "calls-inbound",
+        CallsInboundLocal => "calls-inbound-local",
+        CallsInboundTollfree => "calls-inbound-tollfree", CallsOutbound => "calls-outbound",
+        CallsClient => "calls-client", CallsSip => "calls-sip",
+        Sms => "sms", SmsInbound => "sms-inbound",
+        SmsInboundShortcode => "sms-inbound-shortcode",
+        SmsInboundLongcode => "sms-inbound-longcode", SmsOutbound => "sms-outbound",
+        SmsOutboundShortcode => "sms-outbound-shortcode",
+        SmsOutboundLongcode => "sms-outbound-longcode",
+        Phonenumbers => "phonenumbers", PhonenumbersTollfree => "phonenumbers-tollfree",
+        PhonenumbersLocal => "phonenumbers-local",
+        PhonenumbersPurchase => "phonenumbers-purchase",
+        Shortcodes => "shortcodes", ShortcodesVanity => "shortcodes-vanity",
+        ShortcodesRandom => "shortcodes-random",
+        ShortcodesCustomerowned => "shortcodes-customerowned",
+        Subscriptions => "subscriptions",
+        SubscriptionsPhonenumbers => "subscriptions-phonenumbers",
+        SubscriptionsPremium => "subscriptions-premium",
+        Calleridlookups => "calleridlookups", Recordings => "recordings",
+        Recordingstorage => "recordingstorage", Transcriptions => "transcriptions",
+        Voicemail => "voicemail", VoicemailCompany => "voicemail-company",
+        VoicemailUser => "voicemail-user", FaxInbound => "fax-inbound", Ivr => "ivr",
+        Conference => "conference", Overuse => "overuse", Amd => "amd",
+        ApiRequests => "api-requests", CallServices => "call-services",
+        CreditCommits => "credit-commits", Dialer => "dialer",
+        ProductServices => "product-services", Recharges => "recharges", Other => "other",
+    }
+);
+
 /// Declares an identifier: a string that means one thing, stored as `text` (`ToSql`/`FromSql`),
 /// serialized as the string, and compared with `&str` where a caller holds one.
 macro_rules! identifier {

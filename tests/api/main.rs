@@ -7,6 +7,7 @@
 mod auth;
 mod corrections;
 mod crash;
+mod daily;
 mod error_bodies;
 mod events;
 mod filters;
@@ -19,6 +20,7 @@ mod ownership;
 mod pagination;
 mod params;
 mod read_path;
+mod records;
 mod rollup;
 mod support;
 mod tenancy;

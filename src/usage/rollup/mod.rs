@@ -26,8 +26,14 @@ pub const DEFAULT_BATCH: i64 = 5_000;
 static FULL: LazyLock<String> = LazyLock::new(|| {
     include_str!("rollup.sql")
         .replace("{events}", "TRUE")
+        .replace("{stale_daily}", "TRUE")
         .replace("{stale}", "TRUE")
+        .replace("{delta}", "FALSE")
 });
+
+/// A full rebuild's organization-wide days: recomputed whole from usage_daily (rows that did
+/// not change are not rewritten; days left with no event go).
+const FULL_TOTALS: &str = include_str!("totals.sql");
 
 /// $1 the dirty accounts, $2 and $3 the month's bounds, $4 the month.
 static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
@@ -36,7 +42,13 @@ static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
             "{events}",
             "e.account_id = ANY($1::text[]) AND e.occurred_at >= $2 AND e.occurred_at < $3",
         )
+        .replace(
+            "{stale_daily}",
+            "d.account_id = ANY($1::text[]) AND d.day >= $4 \
+             AND d.day < ($4 + interval '1 month')::date",
+        )
         .replace("{stale}", "m.account_id = ANY($1::text[]) AND m.month = $4")
+        .replace("{delta}", "TRUE")
 });
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
@@ -50,6 +62,9 @@ pub struct RollupStats {
     /// Aggregates removed (their events were voided or their account is gone).
     #[diesel(sql_type = BigInt)]
     pub removed: i64,
+    /// Daily aggregates (usage_daily) inserted, changed or removed.
+    #[diesel(sql_type = BigInt)]
+    pub days_changed: i64,
 }
 
 impl std::ops::AddAssign for RollupStats {
@@ -57,6 +72,7 @@ impl std::ops::AddAssign for RollupStats {
         self.groups += other.groups;
         self.changed += other.changed;
         self.removed += other.removed;
+        self.days_changed += other.days_changed;
     }
 }
 
@@ -91,6 +107,7 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
         let stats = diesel::sql_query(FULL.as_str())
             .get_result::<RollupStats>(conn)
             .await?;
+        diesel::sql_query(FULL_TOTALS).execute(conn).await?;
         finish(conn, &marks, true).await?;
         Ok(stats)
     })

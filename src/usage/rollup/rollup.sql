@@ -13,7 +13,8 @@
 -- The id is the md5 of the group key written as a JSON array (unambiguous: no separator can
 -- collide), shown as a uuid: the same aggregate keeps the same id across every rollup (and
 -- when its account moves to another organization). Rows are keyed by (organization, id).
--- Voided events (usage_voids) are left out.
+-- Voided events (usage_voids) are left out. The same statement keeps the daily aggregates
+-- (usage_daily, usage_daily_totals) equal to the same events.
 WITH fresh AS (
     SELECT
         md5(jsonb_build_array(
@@ -77,7 +78,93 @@ removed AS (
       AND NOT EXISTS (SELECT 1 FROM fresh f
                       WHERE f.organization_id = m.organization_id AND f.id = m.id)
     RETURNING 1
+),
+-- Daily aggregates (migration 5) from the same events, in the same snapshot: per account,
+-- category (the event's, else its type's default), currency, unit and UTC day.
+fresh_daily AS (
+    SELECT
+        e.organization_id,
+        e.account_id,
+        (e.occurred_at AT TIME ZONE 'UTC')::date                       AS day,
+        coalesce(e.category, usage_default_category(e.usage_type, e.direction)) AS category,
+        e.currency,
+        e.unit,
+        count(*)                                                       AS event_count,
+        trim_scale(sum(e.quantity))                                    AS quantity,
+        trim_scale(sum(e.quantity * e.unit_price))                     AS amount
+    FROM usage_events e
+    JOIN accounts a ON a.id = e.account_id AND a.organization_id = e.organization_id
+    WHERE {events}
+      AND NOT EXISTS (SELECT 1 FROM usage_voids v
+                      WHERE v.organization_id = e.organization_id
+                        AND v.voided_event_id = e.event_id)
+    GROUP BY e.organization_id, e.account_id, (e.occurred_at AT TIME ZONE 'UTC')::date,
+             coalesce(e.category, usage_default_category(e.usage_type, e.direction)),
+             e.currency, e.unit
+),
+-- What the recomputed days held before this statement (its snapshot).
+old_daily AS (
+    SELECT organization_id, account_id, day, category, currency, unit,
+           event_count, quantity, amount
+    FROM usage_daily d
+    WHERE {stale_daily}
+),
+daily_upserted AS (
+    INSERT INTO usage_daily AS d (
+        organization_id, account_id, day, category, currency, unit,
+        event_count, quantity, amount)
+    SELECT organization_id, account_id, day, category, currency, unit,
+           event_count, quantity, amount
+    FROM fresh_daily
+    ON CONFLICT (organization_id, account_id, day, category, currency, unit) DO UPDATE SET
+        event_count = EXCLUDED.event_count,
+        quantity    = EXCLUDED.quantity,
+        amount      = EXCLUDED.amount
+    WHERE (d.event_count, d.quantity, d.amount)
+          IS DISTINCT FROM (EXCLUDED.event_count, EXCLUDED.quantity, EXCLUDED.amount)
+    RETURNING 1
+),
+daily_removed AS (
+    DELETE FROM usage_daily d
+    WHERE {stale_daily}
+      AND NOT EXISTS (SELECT 1 FROM fresh_daily f
+                      WHERE f.organization_id = d.organization_id
+                        AND f.account_id = d.account_id AND f.day = d.day
+                        AND f.category = d.category AND f.currency = d.currency
+                        AND f.unit = d.unit)
+    RETURNING 1
+),
+-- The organization-wide days move by exactly what this statement changed in its accounts'
+-- days: new minus old, added (commutative, so concurrent workers on other accounts of the same
+-- organization compose). Rows are written in key order, the one lock order of every writer.
+-- A full rebuild recomputes them whole instead ({delta} is then FALSE; see run_full).
+delta AS (
+    SELECT organization_id, day, category, currency, unit,
+           sum(event_count) AS event_count, sum(quantity) AS quantity, sum(amount) AS amount
+    FROM (SELECT organization_id, day, category, currency, unit, event_count, quantity, amount
+            FROM fresh_daily
+          UNION ALL
+          SELECT organization_id, day, category, currency, unit,
+                 -event_count, -quantity, -amount
+            FROM old_daily) change
+    WHERE {delta}
+    GROUP BY organization_id, day, category, currency, unit
+    HAVING sum(event_count) <> 0 OR sum(quantity) <> 0 OR sum(amount) <> 0
+),
+totals_changed AS (
+    INSERT INTO usage_daily_totals AS t (
+        organization_id, day, category, currency, unit, event_count, quantity, amount)
+    SELECT organization_id, day, category, currency, unit, event_count, quantity, amount
+    FROM delta
+    ORDER BY organization_id, day, category, currency, unit
+    ON CONFLICT (organization_id, day, category, currency, unit) DO UPDATE SET
+        event_count = t.event_count + EXCLUDED.event_count,
+        quantity    = trim_scale(t.quantity + EXCLUDED.quantity),
+        amount      = trim_scale(t.amount + EXCLUDED.amount)
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh)    AS groups,
        (SELECT count(*) FROM upserted) AS changed,
-       (SELECT count(*) FROM removed)  AS removed
+       (SELECT count(*) FROM removed)  AS removed,
+       (SELECT count(*) FROM daily_upserted) + (SELECT count(*) FROM daily_removed)
+                                       AS days_changed

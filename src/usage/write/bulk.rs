@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::event::{coded, Entry, NewEvent, NewVoid, Window, UNKNOWN_ACCOUNT};
 use super::records::{Format, Records};
 use super::store::{self, month_of, Counts, Outcome, Reject};
-use crate::usage::model::{Direction, Resolution};
+use crate::usage::model::{Category, Direction, Resolution};
 
 /// Events per COPY batch (and transaction)…
 pub const BATCH_ROWS: usize = 50_000;
@@ -37,7 +37,7 @@ const STAGING: &str = "
         line bigint, event_id text, account_id text, product_id text, aggr_product_id text,
         usage_type text, description text, currency text, direction text, resolution text,
         unit text, unit_price numeric, wallet_name text, quantity numeric,
-        occurred_at timestamptz
+        occurred_at timestamptz, category text
     ) ON COMMIT DELETE ROWS";
 
 /// One batch, parsed and encoded, on its way to the database.
@@ -275,6 +275,7 @@ fn encode(out: &mut Vec<u8>, line: u64, e: &NewEvent) {
         out,
         &e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
     );
+    nullable(out, e.category.map(Category::as_str));
     // Replace the last field's tab with the row's end.
     out.pop();
     out.push(b'\n');
@@ -297,7 +298,7 @@ mod tests {
         encode(&mut out, 7, &e);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "7\te\\t1\ta\tp\\\\x\tap\tCALL\ttwo\\nlines\tUSD\t\\N\tANSWERED\tMINUTES\t0.0001\t\t1.5\t2023-08-31T23:59:59.999999Z\n"
+            "7\te\\t1\ta\tp\\\\x\tap\tCALL\ttwo\\nlines\tUSD\t\\N\tANSWERED\tMINUTES\t0.0001\t\t1.5\t2023-08-31T23:59:59.999999Z\t\\N\n"
         );
     }
 }

@@ -30,10 +30,11 @@ claimed AS (
 inserted AS (
     INSERT INTO usage_events (organization_id, event_id, account_id, product_id,
                               aggr_product_id, usage_type, description, currency, direction,
-                              resolution, unit, unit_price, wallet_name, quantity, occurred_at)
+                              resolution, unit, unit_price, wallet_name, quantity, occurred_at,
+                              category)
     SELECT s.organization_id, s.event_id, s.account_id, s.product_id, s.aggr_product_id,
            s.usage_type, s.description, s.currency, s.direction, s.resolution, s.unit,
-           s.unit_price, s.wallet_name, s.quantity, s.occurred_at
+           s.unit_price, s.wallet_name, s.quantity, s.occurred_at, s.category
     FROM staged s
     JOIN claimed c ON c.organization_id = s.organization_id AND c.event_id = s.event_id
     RETURNING organization_id, account_id, occurred_at

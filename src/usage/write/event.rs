@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 
 use crate::db::schema::usage_events;
 use crate::usage::model::{
-    is_currency, AccountId, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS, MAX_TEXT_CHARS,
+    is_currency, AccountId, Category, Direction, Resolution, Unit, UsageType, MAX_ID_CHARS,
+    MAX_TEXT_CHARS,
 };
 
 /// Default of `USAGE_API_MAX_EVENT_AGE_DAYS`: the oldest `occurred_at` accepted, in days.
@@ -88,6 +89,8 @@ pub struct NewEvent {
     pub wallet_name: String,
     pub quantity: Decimal,
     pub occurred_at: DateTime<Utc>,
+    /// The catalogue category the event names; `None`: its type's default (migration 5).
+    pub category: Option<Category>,
 }
 
 /// The fields of an event as text, before any check. Empty text counts as absent.
@@ -107,6 +110,7 @@ pub struct RawEvent {
     pub wallet_name: Option<String>,
     pub quantity: Option<String>,
     pub occurred_at: Option<String>,
+    pub category: Option<String>,
     /// Set on a void: the id of the event it cancels.
     pub voids: Option<String>,
 }
@@ -152,6 +156,7 @@ struct JsonEvent<'a> {
     #[serde(borrow)]
     quantity: Option<&'a RawValue>,
     occurred_at: Option<String>,
+    category: Option<String>,
     voids: Option<String>,
 }
 
@@ -199,6 +204,7 @@ impl RawEvent {
             wallet_name: json.wallet_name,
             quantity: raw_number(json.quantity).map_err(|e| format!("quantity: {e}"))?,
             occurred_at: json.occurred_at,
+            category: json.category,
             voids: json.voids,
         })
     }
@@ -221,6 +227,7 @@ impl RawEvent {
             "wallet_name" => self.wallet_name = value,
             "quantity" => self.quantity = value,
             "occurred_at" => self.occurred_at = value,
+            "category" => self.category = value,
             "voids" => self.voids = value,
             _ => {}
         }
@@ -297,6 +304,12 @@ impl RawEvent {
             wallet_name: text("wallet_name", self.wallet_name)?,
             quantity,
             occurred_at,
+            category: optional_enum(
+                "category",
+                self.category,
+                Category::parse,
+                Category::expected,
+            )?,
         })
     }
 }

@@ -42,5 +42,6 @@ pub fn event(event_id: &str, account_id: &str) -> NewEvent {
         wallet_name: "contact center".to_owned(),
         quantity: dec("1"),
         occurred_at: at("2023-08-15T12:00:00Z"),
+        category: None,
     }
 }

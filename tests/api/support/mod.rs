@@ -188,6 +188,7 @@ impl TestApp {
         let path = path_and_query.split('?').next().unwrap();
         let success = match path {
             "/express/usage/month" => Some(("application/hal+json", "UsagePage")),
+            "/express/usage/categories" => Some(("application/hal+json", "CategoryList")),
             p if p.starts_with("/express/usage/month/") => {
                 Some(("application/hal+json", "UsageRecord"))
             }

@@ -1,0 +1,423 @@
+//! Usage records by category and period in Twilio's wire format (DESIGN §2b), checked against
+//! an independent computation over the events: every subresource, categories with their
+//! descendants, currency and unit splits, zero-filled periods, `totalprice`, paging by the
+//! relative URIs, the CSV, the 403 rule and the errors' `status`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{Datelike, NaiveDate};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use usage_api::usage::model::{Category, Direction, Unit, UsageType};
+use usage_api::usage::write::event::NewEvent;
+
+use crate::support::data::{at, dec, event};
+use crate::support::tokens::token;
+use crate::support::TestApp;
+
+/// (category, start, end, currency, unit) → (count, usage, price), as strings of the wire.
+type Records = BTreeMap<(String, String, String, String, String), (String, String, String)>;
+
+/// (category, period start, currency, unit).
+type SumKey = (String, NaiveDate, String, String);
+
+fn d(text: &str) -> NaiveDate {
+    text.parse().unwrap()
+}
+
+/// Events of one account over days around month and year ends, several categories (explicit
+/// and default), two currencies and two units.
+fn events(prefix: &str, account: &str) -> Vec<NewEvent> {
+    let days = [
+        "2023-12-31T23:59:59Z",
+        "2024-01-01T00:00:00Z",
+        "2024-01-15T08:00:00Z",
+        "2024-02-29T23:00:00Z",
+    ];
+    (0..24u32)
+        .map(|n| {
+            let mut e = event(&format!("{prefix}-{n}"), account);
+            e.occurred_at = at(days[n as usize % days.len()]);
+            e.usage_type = [UsageType::Call, UsageType::Message][n as usize % 2];
+            e.direction =
+                [Some(Direction::Inbound), None, Some(Direction::Outbound)][n as usize % 3];
+            e.category = (n % 5 == 0).then_some(Category::CallsInboundLocal);
+            e.currency = ["USD", "EUR"][(n / 6) as usize % 2].to_owned();
+            e.unit = [Unit::Minutes, Unit::Segments][(n / 4) as usize % 2];
+            e.quantity = dec(&format!("{}.{:03}", n % 7, n * 13 % 1000));
+            e.unit_price = dec(["0.0085", "1.25", "0.5"][n as usize % 3]);
+            e
+        })
+        .collect()
+}
+
+fn default_category(e: &NewEvent) -> &'static str {
+    match (e.usage_type, e.direction) {
+        (UsageType::Call, Some(Direction::Inbound)) => "calls-inbound",
+        (UsageType::Call, Some(Direction::Outbound)) => "calls-outbound",
+        (UsageType::Call, _) => "calls",
+        (UsageType::Message, Some(Direction::Inbound)) => "sms-inbound",
+        (UsageType::Message, Some(Direction::Outbound)) => "sms-outbound",
+        (UsageType::Message, _) => "sms",
+        _ => unreachable!("only calls and messages here"),
+    }
+}
+
+/// The catalogue's parents, as the categories route serves them: slug → ancestors (itself
+/// included).
+async fn ancestors(app: &TestApp) -> HashMap<String, Vec<String>> {
+    let reply = app.get("/express/usage/categories", &token("org-a")).await;
+    let parents: HashMap<String, Option<String>> = reply.body["_embedded"]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["slug"].as_str().unwrap().to_owned(),
+                c["parent"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    parents
+        .keys()
+        .map(|slug| {
+            let mut chain = vec![slug.clone()];
+            while let Some(Some(parent)) = parents.get(chain.last().unwrap()) {
+                chain.push(parent.clone());
+            }
+            (slug.clone(), chain)
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Cut {
+    Whole,
+    Day,
+    Month,
+    Year,
+}
+
+fn periods(cut: Cut, start: NaiveDate, end: NaiveDate) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut out = Vec::new();
+    let mut from = start;
+    while from <= end {
+        let last = match cut {
+            Cut::Whole => end,
+            Cut::Day => from,
+            Cut::Month => {
+                let (y, m) = if from.month() == 12 {
+                    (from.year() + 1, 1)
+                } else {
+                    (from.year(), from.month() + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1)
+                    .unwrap()
+                    .pred_opt()
+                    .unwrap()
+            }
+            Cut::Year => NaiveDate::from_ymd_opt(from.year(), 12, 31).unwrap(),
+        }
+        .min(end);
+        out.push((from, last));
+        from = last.succ_opt().unwrap();
+    }
+    out
+}
+
+/// The records an independent reading of the contract expects for `events` of the scope.
+fn oracle(
+    events: &[NewEvent],
+    ancestors: &HashMap<String, Vec<String>>,
+    cut: Cut,
+    start: NaiveDate,
+    end: NaiveDate,
+    only: Option<&str>,
+) -> Records {
+    let periods = periods(cut, start, end);
+    let mut sums: BTreeMap<SumKey, (i64, Decimal, Decimal)> = BTreeMap::new();
+    for e in events {
+        let day = e.occurred_at.date_naive();
+        let Some(&(from, _)) = periods.iter().find(|(a, b)| *a <= day && day <= *b) else {
+            continue;
+        };
+        let own = e.category.map_or(default_category(e), |c| c.as_str());
+        let mut keys: Vec<(String, String)> = ancestors[own]
+            .iter()
+            .map(|a| (a.clone(), e.unit.as_str().to_ascii_lowercase()))
+            .collect();
+        keys.push(("totalprice".to_owned(), e.currency.to_ascii_lowercase()));
+        for (category, unit) in keys {
+            let slot = sums
+                .entry((category, from, e.currency.to_ascii_lowercase(), unit))
+                .or_insert((0, Decimal::ZERO, Decimal::ZERO));
+            slot.0 += 1;
+            slot.1 += e.quantity;
+            slot.2 += e.quantity * e.unit_price;
+        }
+    }
+    let series: BTreeSet<(String, String, String)> = sums
+        .keys()
+        .filter(|k| only.is_none_or(|c| c == k.0))
+        .map(|(c, _, cur, unit)| (c.clone(), cur.clone(), unit.clone()))
+        .collect();
+    let mut out = Records::new();
+    for (category, currency, unit) in series {
+        for (from, to) in &periods {
+            let (n, q, p) = sums
+                .get(&(category.clone(), *from, currency.clone(), unit.clone()))
+                .copied()
+                .unwrap_or((0, Decimal::ZERO, Decimal::ZERO));
+            let total = category == "totalprice";
+            out.insert(
+                (
+                    category.clone(),
+                    from.to_string(),
+                    to.to_string(),
+                    currency.clone(),
+                    unit.clone(),
+                ),
+                (
+                    if total { String::new() } else { n.to_string() },
+                    (if total { p } else { q }).normalize().to_string(),
+                    p.normalize().to_string(),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn records_of(body: &Value) -> Records {
+    body["usage_records"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no usage_records: {body}"))
+        .iter()
+        .map(|r| {
+            let s = |k: &str| {
+                r[k].as_str()
+                    .unwrap_or_else(|| panic!("{k} not a string: {r}"))
+                    .to_owned()
+            };
+            (
+                (
+                    s("category"),
+                    s("start_date"),
+                    s("end_date"),
+                    s("price_unit"),
+                    s("usage_unit"),
+                ),
+                (s("count"), s("usage"), s("price")),
+            )
+        })
+        .collect()
+}
+
+/// Every record of `path` (relative), following `next_page_uri` to the end.
+async fn walk(app: &TestApp, path: &str, org: &str) -> (Records, Vec<Value>) {
+    let mut all = Records::new();
+    let mut pages = Vec::new();
+    let mut next = Some(path.to_owned());
+    for _ in 0..500 {
+        let Some(uri) = next.take() else { break };
+        let reply = app.get(&uri, &token(org)).await;
+        assert_eq!(reply.status, 200, "{uri}: {}", reply.body);
+        let page = records_of(&reply.body);
+        let before = all.len();
+        all.extend(page.clone());
+        assert_eq!(
+            all.len(),
+            before + page.len(),
+            "a record repeated across pages"
+        );
+        next = reply.body["next_page_uri"].as_str().map(str::to_owned);
+        pages.push(reply.body);
+    }
+    assert!(next.is_none(), "more than 500 pages");
+    (all, pages)
+}
+
+async fn setup() -> (TestApp, Vec<NewEvent>, Vec<NewEvent>) {
+    let app = TestApp::spawn().await;
+    app.accounts(&[("a1", "org-a"), ("a2", "org-a"), ("b1", "org-b")])
+        .await;
+    let a1 = events("x", "a1");
+    let a2 = events("y", "a2");
+    let mut all = a1.clone();
+    all.extend(a2.clone());
+    all.extend(events("z", "b1"));
+    app.insert(&all).await;
+    app.rollup().await;
+    let mut org_a = a1.clone();
+    org_a.extend(a2);
+    (app, org_a, a1)
+}
+
+#[actix_web::test]
+async fn every_subresource_matches_an_independent_sum_of_the_events() {
+    let (app, org_a, a1) = setup().await;
+    let tree = ancestors(&app).await;
+    let (start, end) = (d("2023-12-30"), d("2024-03-02"));
+    let range = "StartDate=2023-12-30&EndDate=2024-03-02";
+    for (sub, cut) in [
+        ("/Daily", Cut::Day),
+        ("/Monthly", Cut::Month),
+        ("/Yearly", Cut::Year),
+        ("/AllTime", Cut::Whole),
+        ("", Cut::Whole),
+    ] {
+        for (sid, scope) in [("org-a", &org_a), ("a1", &a1)] {
+            let path =
+                format!("/2010-04-01/Accounts/{sid}/Usage/Records{sub}.json?{range}&PageSize=1000");
+            let (got, _) = walk(&app, &path, "org-a").await;
+            assert_eq!(got, oracle(scope, &tree, cut, start, end, None), "{path}");
+            let one = format!("{path}&Category=calls");
+            let (got, _) = walk(&app, &one, "org-a").await;
+            assert_eq!(
+                got,
+                oracle(scope, &tree, cut, start, end, Some("calls")),
+                "{one}"
+            );
+        }
+    }
+    // A category without usage is zero-filled over every period.
+    let (got, _) = walk(
+        &app,
+        &format!(
+            "/2012-04-24/Accounts/org-a/Usage/Records/Monthly.json?{range}&Category=fax-inbound"
+        ),
+        "org-a",
+    )
+    .await;
+    assert_eq!(got.len(), 4);
+    assert!(got
+        .values()
+        .all(|v| v == &("0".to_owned(), "0".to_owned(), "0".to_owned())));
+}
+
+#[actix_web::test]
+async fn pages_follow_relative_uris_and_the_csv_holds_every_record() {
+    let (app, org_a, _) = setup().await;
+    let tree = ancestors(&app).await;
+    let path = "/2010-04-01/Accounts/org-a/Usage/Records/Daily.json?StartDate=2023-12-31&EndDate=2024-01-20&PageSize=7";
+    let (got, pages) = walk(&app, path, "org-a").await;
+    assert_eq!(
+        got,
+        oracle(
+            &org_a,
+            &tree,
+            Cut::Day,
+            d("2023-12-31"),
+            d("2024-01-20"),
+            None
+        )
+    );
+    assert!(pages.len() > 3);
+    let first = &pages[0];
+    assert_eq!(first["page"], 0);
+    assert_eq!(first["page_size"], 7);
+    assert_eq!(first["start"], 0);
+    assert_eq!(first["end"], 6);
+    assert!(first["previous_page_uri"].is_null());
+    assert_eq!(pages[1]["previous_page_uri"], first["uri"]);
+    assert!(pages.last().unwrap()["next_page_uri"].is_null());
+    let record = &first["usage_records"][0];
+    assert_eq!(record["account_sid"], "org-a");
+    assert_eq!(record["api_version"], "2010-04-01");
+    assert_eq!(record["category"], "calls");
+    assert_eq!(record["description"], "All voice calls");
+    assert_eq!(record["count_unit"], "calls");
+    assert!(record["uri"].as_str().unwrap().starts_with(
+        "/2010-04-01/Accounts/org-a/Usage/Records/Daily.json?Category=calls&StartDate="
+    ));
+    assert_eq!(
+        record["subresource_uris"]["last_month"],
+        "/2010-04-01/Accounts/org-a/Usage/Records/LastMonth.json?Category=calls"
+    );
+
+    // The CSV: every record of the range at once, the same sums.
+    let response = app
+        .client
+        .get(format!("{}/2010-04-01/Accounts/org-a/Usage/Records/Daily.csv?StartDate=2023-12-31&EndDate=2024-01-20&PageSize=7", app.address))
+        .bearer_auth(token("org-a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    assert!(response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment;"));
+    let text = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "category",
+            "description",
+            "account_sid",
+            "start_date",
+            "end_date",
+            "count",
+            "count_unit",
+            "usage",
+            "usage_unit",
+            "price",
+            "price_unit",
+            "as_of"
+        ]
+    );
+    let from_csv: Records = reader
+        .records()
+        .map(|row| {
+            let row = row.unwrap();
+            let f = |i: usize| row[i].to_owned();
+            ((f(0), f(3), f(4), f(10), f(8)), (f(5), f(7), f(9)))
+        })
+        .collect();
+    assert_eq!(from_csv, got);
+}
+
+#[actix_web::test]
+async fn another_organizations_sid_is_forbidden_and_errors_carry_their_status() {
+    let (app, _, _) = setup().await;
+    for sid in ["b1", "org-b", "nobody"] {
+        let reply = app
+            .get(
+                &format!("/2010-04-01/Accounts/{sid}/Usage/Records.json"),
+                &token("org-a"),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "{sid}");
+        assert_eq!(reply.body["code"], "forbidden_accounts");
+        assert_eq!(reply.body["status"], 403);
+    }
+    let reply = app.get("/2010-04-01/Accounts/org-a/Usage/Records/Daily.json?StartDate=2024-13-01&Category=bogus&PageSize=0", &token("org-a")).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["status"], 400);
+    assert_eq!(reply.field_names(), ["StartDate", "Category", "PageSize"]);
+    for path in [
+        "/2011-01-01/Accounts/org-a/Usage/Records.json",
+        "/2010-04-01/Accounts/org-a/Usage/Records/Weekly.json",
+        "/2010-04-01/Accounts/org-a/Usage/Records.xml",
+    ] {
+        let reply = app.get(path, &token("org-a")).await;
+        assert_eq!(reply.status, 404, "{path}");
+        assert_eq!(reply.body["status"], 404);
+    }
+    let reply = app
+        .get_with("/2010-04-01/Accounts/org-a/Usage/Records.json", &[])
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.body["status"], 401);
+}
