@@ -16,9 +16,11 @@ use diesel::sql_types::{Array, BigInt, Date, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-/// Arbitrary, fixed key of the advisory lock between incremental runs (shared) and full
-/// rebuilds (exclusive).
-const ROLLUP_LOCK: i64 = 0x726f_6c6c_7570; // "rollup"
+/// Arbitrary, fixed first key of the advisory lock between incremental runs (shared) and full
+/// rebuilds (exclusive). The second key is the schema's (`hashtext(current_schema())`):
+/// advisory locks are database-wide, and deployments (or tests) in other schemas of the same
+/// database must not wait for each other's rebuilds.
+const ROLLUP_LOCK: i32 = 0x726f_6c6c; // "roll"
 
 /// Dirty groups one incremental transaction takes at most.
 pub const DEFAULT_BATCH: i64 = 5_000;
@@ -91,8 +93,8 @@ struct Mark {
 pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
     conn.transaction(async |conn| {
         unbounded(conn).await?;
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<BigInt, _>(ROLLUP_LOCK)
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
+            .bind::<diesel::sql_types::Integer, _>(ROLLUP_LOCK)
             .execute(conn)
             .await?;
         let marks: Vec<Mark> =
@@ -123,8 +125,8 @@ pub async fn run_pending(
 ) -> diesel::QueryResult<(usize, RollupStats)> {
     conn.transaction(async |conn| {
         unbounded(conn).await?;
-        diesel::sql_query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind::<BigInt, _>(ROLLUP_LOCK)
+        diesel::sql_query("SELECT pg_advisory_xact_lock_shared($1, hashtext(current_schema()))")
+            .bind::<diesel::sql_types::Integer, _>(ROLLUP_LOCK)
             .execute(conn)
             .await?;
         let marks: Vec<Mark> = diesel::sql_query(
