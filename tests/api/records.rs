@@ -421,3 +421,143 @@ async fn another_organizations_sid_is_forbidden_and_errors_carry_their_status() 
     assert_eq!(reply.status, 401);
     assert_eq!(reply.body["status"], 401);
 }
+
+/// A Python with the official `twilio` package: `target/twilio-venv`, made (and the package
+/// installed from PyPI) the first time. `.ci/run` makes it before the tests.
+fn twilio_python() -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/twilio-venv");
+    let python = venv.join("bin/python");
+    let ready = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import twilio"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (with venv) is needed for the twilio SDK test");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", TWILIO_SDK])
+            .status()
+            .expect("pip");
+        assert!(installed.success(), "pip install {TWILIO_SDK} failed");
+    }
+    assert!(
+        ready(&python),
+        "twilio is not importable in {}",
+        venv.display()
+    );
+    python
+}
+
+/// The SDK version the test drives (the newest at the time of writing).
+const TWILIO_SDK: &str = "twilio==9.13.0";
+
+#[actix_web::test]
+async fn the_official_twilio_sdk_reads_every_subresource_unchanged() {
+    let (app, mut org_a, _) = setup().await;
+    // Usage today, yesterday and last month too, for the fixed subresources.
+    let today = chrono::Utc::now().date_naive();
+    let first = today.with_day(1).unwrap();
+    let last_month = first.pred_opt().unwrap().with_day(15).unwrap();
+    let mut recent = Vec::new();
+    for (n, day) in [today, today.pred_opt().unwrap(), last_month]
+        .into_iter()
+        .enumerate()
+    {
+        let mut e = event(&format!("recent-{n}"), "a2");
+        e.occurred_at = day.and_hms_opt(0, 0, 5).unwrap().and_utc();
+        e.quantity = dec(&format!("1.{n}5"));
+        e.unit_price = dec("0.013");
+        recent.push(e);
+    }
+    app.insert(&recent).await;
+    app.rollup().await;
+    org_a.extend(recent);
+    let tree = ancestors(&app).await;
+
+    // The server answers on this thread: the SDK runs on another one, bounded in time.
+    let (address, bearer) = (app.address.clone(), token("org-a"));
+    let output = actix_web::rt::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .arg("300")
+            .arg(twilio_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/twilio/records_sdk.py"
+            ))
+            .env("USAGE_API_BASE", address)
+            .env("USAGE_API_TOKEN", bearer)
+            .env("USAGE_API_SID", "org-a")
+            .env("USAGE_API_START", "2023-12-30")
+            .env("USAGE_API_END", "2024-03-02")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let as_records = |name: &str| -> Records {
+        out[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {out}"))
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+                assert_eq!(r["account_sid"], "org-a");
+                assert_eq!(r["api_version"], "2010-04-01");
+                (
+                    (
+                        s("category"),
+                        s("start_date"),
+                        s("end_date"),
+                        s("price_unit"),
+                        s("usage_unit"),
+                    ),
+                    (
+                        s("count"),
+                        s("usage"),
+                        dec(&s("price")).normalize().to_string(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let (start, end) = (d("2023-12-30"), d("2024-03-02"));
+    let month_start = first;
+    let last_start = last_month.with_day(1).unwrap();
+    let yesterday = today.pred_opt().unwrap();
+    let expectations = [
+        ("root", Cut::Whole, start, end, None),
+        ("all_time", Cut::Whole, start, end, None),
+        ("daily", Cut::Day, start, end, None),
+        ("monthly", Cut::Month, start, end, None),
+        ("yearly", Cut::Year, start, end, None),
+        ("calls_monthly", Cut::Month, start, end, Some("calls")),
+        ("today", Cut::Whole, today, today, None),
+        ("yesterday", Cut::Whole, yesterday, yesterday, None),
+        ("this_month", Cut::Whole, month_start, today, None),
+        (
+            "last_month",
+            Cut::Whole,
+            last_start,
+            first.pred_opt().unwrap(),
+            None,
+        ),
+    ];
+    for (name, cut, from, to, only) in expectations {
+        let want = oracle(&org_a, &tree, cut, from, to, only);
+        assert!(!want.is_empty(), "{name}: the data must give it records");
+        assert_eq!(as_records(name), want, "{name}");
+    }
+    // Auto-paging really paged: the daily list alone is several pages of 9.
+    assert!(out["requests"].as_u64().unwrap() > 20, "{out}");
+}

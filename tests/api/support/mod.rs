@@ -189,6 +189,9 @@ impl TestApp {
         let success = match path {
             "/express/usage/month" => Some(("application/hal+json", "UsagePage")),
             "/express/usage/categories" => Some(("application/hal+json", "CategoryList")),
+            p if p.contains("/Usage/Records") && !p.ends_with(".csv") => {
+                Some(("application/json", "UsageRecordsPage"))
+            }
             p if p.starts_with("/express/usage/month/") => {
                 Some(("application/hal+json", "UsageRecord"))
             }
