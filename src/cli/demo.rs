@@ -211,6 +211,9 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/month?filter=type%20eq%20%27CALL%27%20and%20account_id%20eq%20%275ea75fe7aa224700012eae40%27&order_by=month:desc'");
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/month?filter=account_id%20eq%20%276fb86af8bb335811123fbf50%27'   # another organization's account: 403");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/2010-04-01/Accounts/{DEMO_ORG}/Usage/Records/Monthly.json?Category=calls&StartDate=-365days'   # usage records, Twilio's format");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" -o records.csv '{base}/2010-04-01/Accounts/{DEMO_ORG}/Usage/Records/Daily.csv?StartDate=-30days'");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/categories'");
     if args.no_serve {
         return Ok(());
     }

@@ -272,6 +272,22 @@ async fn the_demo_loads_every_usage_type_once_and_prints_a_working_token() {
     assert_eq!(types.len(), 13, "{types:?}");
     assert_eq!(months.len(), 12, "{months:?}");
 
+    // The printed usage-records example answers, with the demo's calls month by month.
+    let records = stdout
+        .lines()
+        .filter_map(|l| l.split("'http://127.0.0.1:18081").nth(1))
+        .find(|rest| rest.contains("/Usage/Records/Monthly.json"))
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a usage-records example");
+    let reply = app
+        .get(records, &crate::support::tokens::token("demo-org"))
+        .await;
+    assert_eq!(reply.status, 200, "{records}: {}", reply.body);
+    let listed = reply.body["usage_records"].as_array().unwrap();
+    assert!(listed.len() >= 12, "{records}: {}", reply.body);
+    assert!(listed.iter().all(|r| r["category"] == "calls"));
+    assert!(listed.iter().any(|r| r["count"] != "0"));
+
     // The printed token is accepted by a server that knows the development secret.
     let config = usage_api::config::AuthArgs {
         jwks_url: None,

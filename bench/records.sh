@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Usage-records benchmark: organization-wide Yearly, Monthly and AllTime records of a reseller of
+# 2,000 accounts against the same requests for an organization of 5 accounts, and the full
+# rollup that fills the daily aggregates they read.
+#
+#   bench/records.sh                          # DURATION=10 CONNECTIONS=16
+#   BIN=/path/to/usage-api bench/records.sh   # measure this binary (else: cargo build --release)
+#
+# Dataset: bench/read.sh's (database usage_api_bench_read: reseller 2,000 accounts × 15 products ×
+# 24 months of 2023–2024, small organizations of 5 accounts × 5 products; 1,920,000 events).
+# Run bench/read.sh once first to build it. This script applies the binary's migrations and, when
+# marks are pending (migration 5 marks every group), runs `usage-api rollup --full`, timed.
+#
+# Scenarios (wrk -t2, CONNECTIONS connections, DURATION s each, one after the other):
+#   GET /2010-04-01/Accounts/{org}/Usage/Records/{Yearly|Monthly|AllTime}.json
+#       ?StartDate=2023-01-01&EndDate=2024-12-31   for org = reseller and small-0042.
+# Goal (issue 10): the reseller's p50 ≤ 3 × the small organization's, for each subresource.
+# Writes bench/results/records-<date>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-16}
+PORT=${PORT:-18091}
+SERVER=${DATABASE_URL:-postgres://root@127.0.0.1:5432/usage_api}
+DB="${SERVER%/*}/usage_api_bench_read"
+BASE="http://127.0.0.1:$PORT"
+SMALL=small-0042
+WORK=$ROOT/bench/out/records
+RESULTS=${RESULTS:-$ROOT/bench/results/records-$(date -u +%Y-%m-%d).md}
+export OAUTH_DEV_SECRET=bench-secret-bench-secret-bench-secret
+export PGAPPNAME=bench-records
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'bench/records.sh: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        else if (u != "ms") { print "?"; exit }
+        printf "%.2f", n }'
+}
+
+for tool in wrk psql curl jq; do
+    command -v "$tool" >/dev/null || die "$tool is needed (bench/read.sh installs it)"
+done
+if [[ -z ${BIN:-} ]]; then
+    cargo build --release --quiet
+    BIN=$ROOT/target/release/usage-api
+fi
+[[ -x $BIN ]] || die "BIN=$BIN is not an executable"
+psql -X -q "$DB" -Atc "SELECT 1 FROM bench.dataset" >/dev/null 2>&1 \
+    || die "no dataset in usage_api_bench_read: run bench/read.sh once first"
+mkdir -p "$WORK"
+
+DATABASE_URL=$DB "$BIN" migrate >/dev/null
+marks=$(psql -X -q "$DB" -Atc "SELECT count(*) FROM rollup_dirty")
+rollup_note="no marks pending: the daily aggregates were already filled"
+if [[ $marks != 0 ]]; then
+    say "$marks dirty marks pending: usage-api rollup --full"
+    t0=$(now)
+    out=$(DATABASE_URL=$DB "$BIN" rollup --full)
+    rollup_s=$(calc "$(now) - $t0" %.1f)
+    psql -X -q "$DB" -c "VACUUM ANALYZE"
+    rollup_note="rollup --full over 1,920,000 events (monthly and daily aggregates): ${rollup_s} s ($out)"
+    say "$rollup_note"
+fi
+days=$(psql -X -q "$DB" -Atc "SELECT (SELECT count(*) FROM usage_daily) || ' daily rows, ' ||
+    (SELECT count(*) FROM usage_daily_totals WHERE organization_id = 'reseller') || ' reseller total rows, ' ||
+    (SELECT count(*) FROM usage_daily_totals WHERE organization_id = '$SMALL') || ' $SMALL total rows'")
+say "$days"
+
+server=""
+cleanup() { if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+env -u RUST_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$DB" \
+    "$BIN" serve --bind "127.0.0.1:$PORT" --db-pool-size "$CONNECTIONS" >"$WORK/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 300); do
+    curl -sf -o /dev/null "$BASE/health/ready" && break
+    sleep 0.1
+done
+curl -sf -o /dev/null "$BASE/health/ready" || die "the server is not ready (log: $WORK/server.log)"
+
+declare -A P50 RPS COUNT
+rows=()
+for sub in Yearly Monthly AllTime; do
+    for org in reseller "$SMALL"; do
+        token=$("$BIN" token --org "$org")
+        url="$BASE/2010-04-01/Accounts/$org/Usage/Records/$sub.json?StartDate=2023-01-01&EndDate=2024-12-31"
+        code=$(curl -s -o "$WORK/$org-$sub.json" -w '%{http_code}' -H "Authorization: Bearer $token" "$url")
+        [[ $code == 200 ]] || die "GET $url answered $code: $(head -c 300 "$WORK/$org-$sub.json")"
+        COUNT[$org-$sub]=$(jq '.usage_records | length' "$WORK/$org-$sub.json")
+        wrk -t2 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer $token" "$url" >/dev/null
+        out="$WORK/wrk-$org-$sub.txt"
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$url" >"$out"
+        ! grep -q "Non-2xx" "$out" || die "errors under load: $out"
+        P50[$org-$sub]=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
+        RPS[$org-$sub]=$(awk '/Requests\/sec/ { print $2 }' "$out")
+        say "$sub $org: ${RPS[$org-$sub]} req/s, p50 ${P50[$org-$sub]} ms (${COUNT[$org-$sub]} records on the page)"
+    done
+    ratio=$(calc "${P50[reseller-$sub]} / ${P50[$SMALL-$sub]}" %.2f)
+    verdict=$(awk "BEGIN { print ($ratio <= 3) ? \"PASS\" : \"MISS\" }")
+    rows+=("| $sub | ${RPS[reseller-$sub]} | ${P50[reseller-$sub]} | ${RPS[$SMALL-$sub]} | ${P50[$SMALL-$sub]} | $ratio | $verdict |")
+done
+
+commit=$(git -C "$(dirname "$BIN")" rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+    say "# Usage-records benchmark, $(date -u +%Y-%m-%d)"
+    say
+    say "\`DURATION=$DURATION CONNECTIONS=$CONNECTIONS bench/records.sh\`, binary at commit \`$commit\`; 2 shared cores;"
+    say "wrk -t2 -c$CONNECTIONS -d${DURATION}s after a 2 s warm-up; range 2023-01-01..2024-12-31, organization-wide."
+    say
+    say "- $rollup_note"
+    say "- $days"
+    say
+    say "| subresource | reseller req/s | reseller p50 ms | $SMALL req/s | $SMALL p50 ms | p50 ratio | goal ≤ 3× |"
+    say "|---|---:|---:|---:|---:|---:|---|"
+    for row in "${rows[@]}"; do say "$row"; done
+} | tee "$RESULTS"
+say
+say "written: $RESULTS"
