@@ -13,33 +13,11 @@ use serde_json::json;
 use usage_api::usage::model::{Category, Direction, Unit, UsageType};
 use usage_api::usage::write::event::NewEvent;
 
-use crate::support::data::{at, dec, event};
+use crate::support::data::{at, category_of, dec, event};
 use crate::support::TestApp;
 
 /// (organization, account, day, category, currency, unit) → (count, Σ quantity, Σ amount).
 type Days = BTreeMap<(String, String, String, String, String, String), (i64, Decimal, Decimal)>;
-
-/// The catalogue's default category, written out independently of the SQL function.
-fn default_category(e: &NewEvent) -> &'static str {
-    match (e.usage_type, e.direction) {
-        (UsageType::Call, Some(Direction::Inbound)) => "calls-inbound",
-        (UsageType::Call, Some(Direction::Outbound)) => "calls-outbound",
-        (UsageType::Call, _) => "calls",
-        (UsageType::Message, Some(Direction::Inbound)) => "sms-inbound",
-        (UsageType::Message, Some(Direction::Outbound)) => "sms-outbound",
-        (UsageType::Message, _) => "sms",
-        (UsageType::Number, _) => "phonenumbers",
-        (UsageType::SpeechTranscription | UsageType::VoicemailTranscription, _) => "transcriptions",
-        (UsageType::Amd, _) => "amd",
-        (UsageType::ApiRequest, _) => "api-requests",
-        (UsageType::CallService, _) => "call-services",
-        (UsageType::CreditCommit, _) => "credit-commits",
-        (UsageType::Dialer, _) => "dialer",
-        (UsageType::ProductService, _) => "product-services",
-        (UsageType::Recharge, _) => "recharges",
-        (UsageType::Other, _) => "other",
-    }
-}
 
 /// The oracle: the days of `events` (each with its organization), voided (organization, id)s
 /// left out.
@@ -49,10 +27,7 @@ fn expected(events: &[(&str, NewEvent)], voided: &[(&str, &str)]) -> Days {
         if voided.contains(&(*org, e.event_id.as_str())) {
             continue;
         }
-        let category = e
-            .category
-            .map_or(default_category(e), |c| c.as_str())
-            .to_owned();
+        let category = category_of(e).to_owned();
         let key = (
             (*org).to_owned(),
             e.account_id.to_string(),

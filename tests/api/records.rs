@@ -11,7 +11,7 @@ use serde_json::Value;
 use usage_api::usage::model::{Category, Direction, Unit, UsageType};
 use usage_api::usage::write::event::NewEvent;
 
-use crate::support::data::{at, dec, event};
+use crate::support::data::{at, category_of, dec, event};
 use crate::support::tokens::token;
 use crate::support::TestApp;
 
@@ -49,18 +49,6 @@ fn events(prefix: &str, account: &str) -> Vec<NewEvent> {
             e
         })
         .collect()
-}
-
-fn default_category(e: &NewEvent) -> &'static str {
-    match (e.usage_type, e.direction) {
-        (UsageType::Call, Some(Direction::Inbound)) => "calls-inbound",
-        (UsageType::Call, Some(Direction::Outbound)) => "calls-outbound",
-        (UsageType::Call, _) => "calls",
-        (UsageType::Message, Some(Direction::Inbound)) => "sms-inbound",
-        (UsageType::Message, Some(Direction::Outbound)) => "sms-outbound",
-        (UsageType::Message, _) => "sms",
-        _ => unreachable!("only calls and messages here"),
-    }
 }
 
 /// The catalogue's parents, as the categories route serves them: slug → ancestors (itself
@@ -141,7 +129,7 @@ fn oracle(
         let Some(&(from, _)) = periods.iter().find(|(a, b)| *a <= day && day <= *b) else {
             continue;
         };
-        let own = e.category.map_or(default_category(e), |c| c.as_str());
+        let own = category_of(e);
         let mut keys: Vec<(String, String)> = ancestors[own]
             .iter()
             .map(|a| (a.clone(), e.unit.as_str().to_ascii_lowercase()))

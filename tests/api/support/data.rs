@@ -45,3 +45,29 @@ pub fn event(event_id: &str, account_id: &str) -> NewEvent {
         category: None,
     }
 }
+
+/// The catalogue's default category of an event (DESIGN §2b), written out independently of
+/// the SQL function the product uses; the event's own category wins.
+pub fn category_of(e: &NewEvent) -> &'static str {
+    if let Some(category) = e.category {
+        return category.as_str();
+    }
+    match (e.usage_type, e.direction) {
+        (UsageType::Call, Some(Direction::Inbound)) => "calls-inbound",
+        (UsageType::Call, Some(Direction::Outbound)) => "calls-outbound",
+        (UsageType::Call, _) => "calls",
+        (UsageType::Message, Some(Direction::Inbound)) => "sms-inbound",
+        (UsageType::Message, Some(Direction::Outbound)) => "sms-outbound",
+        (UsageType::Message, _) => "sms",
+        (UsageType::Number, _) => "phonenumbers",
+        (UsageType::SpeechTranscription | UsageType::VoicemailTranscription, _) => "transcriptions",
+        (UsageType::Amd, _) => "amd",
+        (UsageType::ApiRequest, _) => "api-requests",
+        (UsageType::CallService, _) => "call-services",
+        (UsageType::CreditCommit, _) => "credit-commits",
+        (UsageType::Dialer, _) => "dialer",
+        (UsageType::ProductService, _) => "product-services",
+        (UsageType::Recharge, _) => "recharges",
+        (UsageType::Other, _) => "other",
+    }
+}
