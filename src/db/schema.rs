@@ -147,6 +147,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_monthly_totals (organization_id, month, category, currency, unit) {
+        organization_id -> Text,
+        month -> Date,
+        category -> Text,
+        currency -> Text,
+        unit -> Text,
+        event_count -> Int8,
+        quantity -> Numeric,
+        amount -> Numeric,
+    }
+}
+
+diesel::table! {
     usage_voids (organization_id, event_id) {
         event_id -> Text,
         voided_event_id -> Text,
@@ -172,5 +185,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_event_ids,
     usage_events,
     usage_monthly,
+    usage_monthly_totals,
     usage_voids,
 );

@@ -154,20 +154,34 @@ async fn refuse_collisions(
 }
 
 /// Deletes account $1's days outside organization $2 and subtracts them from their
-/// organizations' totals (rows in key order, as the rollup writes them).
+/// organizations' daily and monthly totals (rows in key order, as the rollup writes them).
 const MOVE_DAYS: &str = "\
 WITH gone AS (
     DELETE FROM usage_daily WHERE account_id = $1 AND organization_id <> $2
     RETURNING organization_id, day, category, currency, unit, event_count, quantity, amount
+),
+days AS (
+    INSERT INTO usage_daily_totals AS t (
+        organization_id, day, category, currency, unit, event_count, quantity, amount)
+    SELECT organization_id, day, category, currency, unit,
+           -sum(event_count), -sum(quantity), -sum(amount)
+    FROM gone
+    GROUP BY organization_id, day, category, currency, unit
+    ORDER BY organization_id, day, category, currency, unit
+    ON CONFLICT (organization_id, day, category, currency, unit) DO UPDATE SET
+        event_count = t.event_count + EXCLUDED.event_count,
+        quantity    = trim_scale(t.quantity + EXCLUDED.quantity),
+        amount      = trim_scale(t.amount + EXCLUDED.amount)
+    RETURNING 1
 )
-INSERT INTO usage_daily_totals AS t (
-    organization_id, day, category, currency, unit, event_count, quantity, amount)
-SELECT organization_id, day, category, currency, unit,
+INSERT INTO usage_monthly_totals AS t (
+    organization_id, month, category, currency, unit, event_count, quantity, amount)
+SELECT organization_id, date_trunc('month', day)::date, category, currency, unit,
        -sum(event_count), -sum(quantity), -sum(amount)
 FROM gone
-GROUP BY organization_id, day, category, currency, unit
-ORDER BY organization_id, day, category, currency, unit
-ON CONFLICT (organization_id, day, category, currency, unit) DO UPDATE SET
+GROUP BY organization_id, date_trunc('month', day)::date, category, currency, unit
+ORDER BY organization_id, date_trunc('month', day)::date, category, currency, unit
+ON CONFLICT (organization_id, month, category, currency, unit) DO UPDATE SET
     event_count = t.event_count + EXCLUDED.event_count,
     quantity    = trim_scale(t.quantity + EXCLUDED.quantity),
     amount      = trim_scale(t.amount + EXCLUDED.amount)";

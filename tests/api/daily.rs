@@ -1,5 +1,6 @@
-//! Daily aggregates by category (migration 5): the rollup keeps `usage_daily` and the
-//! organization-wide `usage_daily_totals` exactly equal to an independent sum of the events —
+//! Daily aggregates by category (migration 5): the rollup keeps `usage_daily`, the
+//! organization-wide `usage_daily_totals` and `usage_monthly_totals` (migration 6) exactly
+//! equal to an independent sum of the events —
 //! default and explicit categories, UTC day boundaries, voids, late events, an account that
 //! moves — and a full rebuild leaves them identical. Events name categories over HTTP and in
 //! files; an unknown one rejects that event alone.
@@ -46,12 +47,22 @@ fn expected(events: &[(&str, NewEvent)], voided: &[(&str, &str)]) -> Days {
 
 /// The oracle's days summed over accounts (the account part of the key left empty).
 fn summed(days: &Days) -> Days {
+    summed_by(days, |day| day.to_owned())
+}
+
+/// The oracle's days summed over accounts and months (the day part of the key the month's
+/// first day).
+fn summed_monthly(days: &Days) -> Days {
+    summed_by(days, |day| format!("{}-01", &day[..7]))
+}
+
+fn summed_by(days: &Days, period: impl Fn(&str) -> String) -> Days {
     let mut totals = Days::new();
     for ((org, _, day, category, currency, unit), (n, q, a)) in days {
         let key = (
             org.clone(),
             String::new(),
-            day.clone(),
+            period(day),
             category.clone(),
             currency.clone(),
             unit.clone(),
@@ -111,8 +122,9 @@ async fn load(app: &TestApp, sql: &str) -> Days {
         .collect()
 }
 
-/// What the rollup wrote: per account, and organization-wide (rows with events only).
-async fn stored(app: &TestApp) -> (Days, Days) {
+/// What the rollup wrote: per account, organization-wide per day and per month (rows with
+/// events only).
+async fn stored(app: &TestApp) -> (Days, Days, Days) {
     let days = load(
         app,
         "SELECT organization_id, account_id, day, category, currency, unit, event_count, \
@@ -126,7 +138,14 @@ async fn stored(app: &TestApp) -> (Days, Days) {
          WHERE event_count > 0",
     )
     .await;
-    (days, totals)
+    let months = load(
+        app,
+        "SELECT organization_id, '' AS account_id, month AS day, category, currency, unit, \
+         event_count, quantity::text AS quantity, amount::text AS amount \
+         FROM usage_monthly_totals WHERE event_count > 0",
+    )
+    .await;
+    (days, totals, months)
 }
 
 /// Events around UTC day, month and year boundaries, of several types and directions, with
@@ -167,9 +186,10 @@ fn mixed(prefix: &str, account: &str, count: u32) -> Vec<NewEvent> {
 
 async fn assert_exact(app: &TestApp, events: &[(&str, NewEvent)], voided: &[(&str, &str)]) {
     let want = expected(events, voided);
-    let (days, totals) = stored(app).await;
+    let (days, totals, months) = stored(app).await;
     assert_eq!(days, want, "usage_daily");
     assert_eq!(totals, summed(&want), "usage_daily_totals");
+    assert_eq!(months, summed_monthly(&want), "usage_monthly_totals");
 }
 
 #[actix_web::test]
@@ -213,16 +233,21 @@ async fn daily_aggregates_equal_an_independent_sum_through_voids_late_events_and
     // org-b's x-3 is its own event: voiding org-a's leaves it counted.
     assert_exact(&app, &events, &[("org-a", "x-3"), ("org-a", "y-10")]).await;
 
-    // A full rebuild changes nothing and leaves no empty organization-wide day.
+    // A full rebuild changes nothing and leaves no empty organization-wide day or month.
     let before = stored(&app).await;
     let stats = app.rollup_full().await;
     assert_eq!(stats.days_changed, 0, "the rebuild rewrote days");
     assert_eq!(stored(&app).await, before);
-    assert_eq!(
-        app.count("SELECT count(*) FROM usage_daily_totals WHERE event_count = 0")
+    for table in ["usage_daily_totals", "usage_monthly_totals"] {
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM {table} WHERE event_count = 0"
+            ))
             .await,
-        0
-    );
+            0,
+            "{table}"
+        );
+    }
 }
 
 #[actix_web::test]
@@ -259,7 +284,9 @@ async fn a_rebuild_repairs_damaged_days_and_an_account_that_moves_takes_its_days
     app.execute(
         "UPDATE usage_daily SET amount = amount + 1 WHERE account_id = 'a1'; \
          DELETE FROM usage_daily_totals WHERE organization_id = 'org-b'; \
-         INSERT INTO usage_daily_totals VALUES ('org-x', '2024-01-01', 'calls', 'USD', 'MINUTES', 1, 1, 1)",
+         INSERT INTO usage_daily_totals VALUES ('org-x', '2024-01-01', 'calls', 'USD', 'MINUTES', 1, 1, 1); \
+         UPDATE usage_monthly_totals SET quantity = 0 WHERE organization_id = 'org-a'; \
+         INSERT INTO usage_monthly_totals VALUES ('org-x', '2024-01-01', 'calls', 'USD', 'MINUTES', 1, 1, 1)",
     )
     .await;
     app.rollup_full().await;

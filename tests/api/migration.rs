@@ -1,4 +1,4 @@
-//! Migration 4 on existing data, and the database errors the write path must tell apart by
+//! Migrations 4 and 6 on existing data, and the database errors the write path must tell apart by
 //! SQLSTATE (deadlocks and timeouts are races and outages, not bugs).
 
 use diesel::result::{DatabaseErrorKind, Error};
@@ -127,6 +127,64 @@ async fn existing_events_ids_voids_and_marks_take_their_accounts_organization() 
             .status,
         200
     );
+}
+
+#[actix_web::test]
+async fn migration_6_sums_the_existing_days_into_organization_months() {
+    let app = TestApp::spawn().await;
+    let schema = format!("{}_m6", app.db.schema());
+    let url = app.db.url.replace(
+        &format!("search_path%3D{}", app.db.schema()),
+        &format!("search_path%3D{schema}"),
+    );
+    let mut admin = app.conn().await;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    migrate_some(&url, 5);
+    let mut old = crate::support::db::connect(&url).await;
+    // Days as migration 5's rollup leaves them: a month boundary, two currencies, a day whose
+    // events were all voided (zero), scales that differ.
+    old.batch_execute(
+        "INSERT INTO usage_daily_totals
+           (organization_id, day, category, currency, unit, event_count, quantity, amount)
+         VALUES ('org-a', '2024-01-01', 'calls', 'USD', 'MINUTES', 2, 1.50, 0.10),
+                ('org-a', '2024-01-31', 'calls', 'USD', 'MINUTES', 1, 2.5, 0.20),
+                ('org-a', '2024-02-01', 'calls', 'USD', 'MINUTES', 4, 1, 1),
+                ('org-a', '2024-01-15', 'calls', 'EUR', 'MINUTES', 1, 3, 3),
+                ('org-a', '2024-01-16', 'sms', 'USD', 'SEGMENTS', 0, 0, 0),
+                ('org-b', '2024-01-02', 'calls', 'USD', 'MINUTES', 7, 7, 7);",
+    )
+    .await
+    .unwrap();
+    usage_api::db::migrate::run(&url).await.unwrap();
+    let client = usage_api::db::connect::client(&url).await.unwrap();
+    let rows: Vec<String> = client
+        .query(
+            "SELECT concat_ws(' ', organization_id, month, category, currency, unit, \
+                    event_count, quantity, amount) \
+             FROM usage_monthly_totals ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "org-a 2024-01-01 calls EUR MINUTES 1 3 3",
+            "org-a 2024-01-01 calls USD MINUTES 3 4 0.3",
+            "org-a 2024-02-01 calls USD MINUTES 4 1 1",
+            "org-b 2024-01-01 calls USD MINUTES 7 7 7",
+        ]
+    );
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 #[actix_web::test]

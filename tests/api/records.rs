@@ -245,29 +245,39 @@ async fn setup() -> (TestApp, Vec<NewEvent>, Vec<NewEvent>) {
 async fn every_subresource_matches_an_independent_sum_of_the_events() {
     let (app, org_a, a1) = setup().await;
     let tree = ancestors(&app).await;
-    let (start, end) = (d("2023-12-30"), d("2024-03-02"));
-    let range = "StartDate=2023-12-30&EndDate=2024-03-02";
-    for (sub, cut) in [
-        ("/Daily", Cut::Day),
-        ("/Monthly", Cut::Month),
-        ("/Yearly", Cut::Year),
-        ("/AllTime", Cut::Whole),
-        ("", Cut::Whole),
+    // Organization-wide records read whole months from the monthly totals and the rest from
+    // days: ranges with partial months at both ends, whole months only, and no whole month.
+    for (start, end) in [
+        ("2023-12-30", "2024-03-02"),
+        ("2024-01-01", "2024-02-29"),
+        ("2024-01-15", "2024-02-14"),
     ] {
-        for (sid, scope) in [("org-a", &org_a), ("a1", &a1)] {
-            let path =
-                format!("/2010-04-01/Accounts/{sid}/Usage/Records{sub}.json?{range}&PageSize=1000");
-            let (got, _) = walk(&app, &path, "org-a").await;
-            assert_eq!(got, oracle(scope, &tree, cut, start, end, None), "{path}");
-            let one = format!("{path}&Category=calls");
-            let (got, _) = walk(&app, &one, "org-a").await;
-            assert_eq!(
-                got,
-                oracle(scope, &tree, cut, start, end, Some("calls")),
-                "{one}"
-            );
+        let range = format!("StartDate={start}&EndDate={end}");
+        let (start, end) = (d(start), d(end));
+        for (sub, cut) in [
+            ("/Daily", Cut::Day),
+            ("/Monthly", Cut::Month),
+            ("/Yearly", Cut::Year),
+            ("/AllTime", Cut::Whole),
+            ("", Cut::Whole),
+        ] {
+            for (sid, scope) in [("org-a", &org_a), ("a1", &a1)] {
+                let path = format!(
+                    "/2010-04-01/Accounts/{sid}/Usage/Records{sub}.json?{range}&PageSize=1000"
+                );
+                let (got, _) = walk(&app, &path, "org-a").await;
+                assert_eq!(got, oracle(scope, &tree, cut, start, end, None), "{path}");
+                let one = format!("{path}&Category=calls");
+                let (got, _) = walk(&app, &one, "org-a").await;
+                assert_eq!(
+                    got,
+                    oracle(scope, &tree, cut, start, end, Some("calls")),
+                    "{one}"
+                );
+            }
         }
     }
+    let range = "StartDate=2023-12-30&EndDate=2024-03-02";
     // A category without usage is zero-filled over every period.
     let (got, _) = walk(
         &app,

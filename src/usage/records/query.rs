@@ -1,7 +1,8 @@
 //! The sums behind usage records: per category (its descendants included), period, currency
 //! and unit, read from the daily aggregates of one account (`usage_daily`) or of a whole
-//! organization (`usage_daily_totals`): never from raw events, so a year of a reseller's
-//! thousands of accounts is a few rows per day.
+//! organization (`usage_daily_totals`, and `usage_monthly_totals` for the whole months of a
+//! range): never from raw events, so a year of a reseller's thousands of accounts is a few
+//! rows per month.
 
 use chrono::{Datelike, NaiveDate};
 use diesel::sql_types::{BigInt, Date, Nullable, Numeric, Text};
@@ -91,13 +92,24 @@ pub struct Sums {
 
 /// $1 organization, $2 account (null: every account), $3..=$4 the range, $5 the granularity
 /// ('whole', 'day', 'month', 'year'), $6 one category (null: every category with usage; the
-/// total price is then added, per currency).
+/// total price is then added, per currency), $7..$8 (half-open) the whole months read from the
+/// organization's monthly totals instead of its days (empty for one account or daily records).
 const SUMS: &str = "\
 WITH days AS (
     SELECT day, category, currency, unit, event_count, quantity, amount
     FROM {table}
     WHERE organization_id = $1 AND {account}
-      AND day BETWEEN $3 AND $4 AND event_count > 0
+      AND day >= $3 AND day < $7 AND event_count > 0
+    UNION ALL
+    SELECT month, category, currency, unit, event_count, quantity, amount
+    FROM usage_monthly_totals
+    WHERE organization_id = $1 AND $2::text IS NULL
+      AND month >= $7 AND month < $8 AND event_count > 0
+    UNION ALL
+    SELECT day, category, currency, unit, event_count, quantity, amount
+    FROM {table}
+    WHERE organization_id = $1 AND {account}
+      AND day >= $8 AND day <= $4 AND event_count > 0
 ),
 periods AS (
     SELECT CASE $5 WHEN 'day' THEN day
@@ -130,8 +142,25 @@ fn sums_sql(per_account: bool) -> String {
     SUMS.replace("{table}", table).replace("{account}", account)
 }
 
+/// The whole calendar months of `start..=end` (half-open: first day of the first, first day
+/// after the last), or an empty span at `start` when there are none.
+pub fn whole_months(start: NaiveDate, end: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let first_of = |day: NaiveDate| day.with_day(1).unwrap_or(day);
+    let from = if start.day() == 1 {
+        Some(start)
+    } else {
+        first_of(start).checked_add_months(chrono::Months::new(1))
+    };
+    let until = end.succ_opt().map(first_of);
+    match (from, until) {
+        (Some(from), Some(until)) if from < until => (from, until),
+        _ => (start, start),
+    }
+}
+
 /// Every (category, period, currency, unit) of `scope` with usage in `start..=end`, cut by
 /// `granularity`; one `category` (a catalogue slug, `totalprice` included) or all. Unordered.
+/// Organization-wide records coarser than a day read whole months from the monthly totals.
 pub async fn sums(
     conn: &mut AsyncPgConnection,
     scope: &Scope,
@@ -140,6 +169,12 @@ pub async fn sums(
     granularity: Granularity,
     category: Option<&str>,
 ) -> diesel::QueryResult<Vec<Sums>> {
+    let (months_from, months_until) =
+        if scope.account.is_some() || granularity == Granularity::Daily {
+            (start, start)
+        } else {
+            whole_months(start, end)
+        };
     let granularity = match granularity {
         Granularity::Whole => "whole",
         Granularity::Daily => "day",
@@ -153,6 +188,8 @@ pub async fn sums(
         .bind::<Date, _>(end)
         .bind::<Text, _>(granularity)
         .bind::<Nullable<Text>, _>(category)
+        .bind::<Date, _>(months_from)
+        .bind::<Date, _>(months_until)
         .load(conn)
         .await
 }
@@ -216,5 +253,34 @@ mod tests {
             [(d("2020-01-01"), d("2024-03-01"))]
         );
         assert!(periods(Granularity::Daily, d("2024-03-02"), d("2024-03-01")).is_empty());
+    }
+
+    #[test]
+    fn whole_months_are_the_calendar_months_inside_the_range() {
+        assert_eq!(
+            whole_months(d("2024-01-01"), d("2024-12-31")),
+            (d("2024-01-01"), d("2025-01-01"))
+        );
+        assert_eq!(
+            whole_months(d("2024-01-15"), d("2024-03-02")),
+            (d("2024-02-01"), d("2024-03-01"))
+        );
+        assert_eq!(
+            whole_months(d("2024-02-01"), d("2024-02-29")),
+            (d("2024-02-01"), d("2024-03-01"))
+        );
+        // None inside: an empty span, so every day is read from the days.
+        assert_eq!(
+            whole_months(d("2024-01-15"), d("2024-02-28")),
+            (d("2024-01-15"), d("2024-01-15"))
+        );
+        assert_eq!(
+            whole_months(d("2024-01-02"), d("2024-01-31")),
+            (d("2024-01-02"), d("2024-01-02"))
+        );
+        assert_eq!(
+            whole_months(d("2024-03-01"), d("2024-03-01")),
+            (d("2024-03-01"), d("2024-03-01"))
+        );
     }
 }

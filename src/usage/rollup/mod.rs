@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use chrono::NaiveDate;
 use diesel::sql_types::{Array, BigInt, Date, Text, Timestamptz};
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
 /// Arbitrary, fixed first key of the advisory lock between incremental runs (shared) and full
 /// rebuilds (exclusive). The second key is the schema's (`hashtext(current_schema())`):
@@ -33,8 +33,9 @@ static FULL: LazyLock<String> = LazyLock::new(|| {
         .replace("{delta}", "FALSE")
 });
 
-/// A full rebuild's organization-wide days: recomputed whole from usage_daily (rows that did
-/// not change are not rewritten; days left with no event go).
+/// A full rebuild's organization-wide days and months: recomputed whole from usage_daily (rows
+/// that did not change are not rewritten; days and months left with no event go). Two
+/// statements, hence `batch_execute`.
 const FULL_TOTALS: &str = include_str!("totals.sql");
 
 /// $1 the dirty accounts, $2 and $3 the month's bounds, $4 the month.
@@ -109,7 +110,7 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
         let stats = diesel::sql_query(FULL.as_str())
             .get_result::<RollupStats>(conn)
             .await?;
-        diesel::sql_query(FULL_TOTALS).execute(conn).await?;
+        conn.batch_execute(FULL_TOTALS).await?;
         finish(conn, &marks, true).await?;
         Ok(stats)
     })

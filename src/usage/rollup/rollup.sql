@@ -14,7 +14,8 @@
 -- collide), shown as a uuid: the same aggregate keeps the same id across every rollup (and
 -- when its account moves to another organization). Rows are keyed by (organization, id).
 -- Voided events (usage_voids) are left out. The same statement keeps the daily aggregates
--- (usage_daily, usage_daily_totals) equal to the same events.
+-- (usage_daily, usage_daily_totals) and the organizations' months (usage_monthly_totals)
+-- equal to the same events.
 -- The events that count, in one place for both groupings: those the run covers whose
 -- account still exists in their organization (an account's aggregates go with it), voids left
 -- out. NOT MATERIALIZED: each grouping reads the events through its own index range, as if the
@@ -160,6 +161,22 @@ totals_changed AS (
     FROM delta
     ORDER BY organization_id, day, category, currency, unit
     ON CONFLICT (organization_id, day, category, currency, unit) DO UPDATE SET
+        event_count = t.event_count + EXCLUDED.event_count,
+        quantity    = trim_scale(t.quantity + EXCLUDED.quantity),
+        amount      = trim_scale(t.amount + EXCLUDED.amount)
+    RETURNING 1
+),
+-- The organization-wide months (usage_monthly_totals, migration 6) move by the same
+-- differences, summed per month; written after the days, in key order (one lock order).
+month_totals_changed AS (
+    INSERT INTO usage_monthly_totals AS t (
+        organization_id, month, category, currency, unit, event_count, quantity, amount)
+    SELECT organization_id, date_trunc('month', day)::date, category, currency, unit,
+           sum(event_count), sum(quantity), sum(amount)
+    FROM delta
+    GROUP BY organization_id, date_trunc('month', day)::date, category, currency, unit
+    ORDER BY organization_id, date_trunc('month', day)::date, category, currency, unit
+    ON CONFLICT (organization_id, month, category, currency, unit) DO UPDATE SET
         event_count = t.event_count + EXCLUDED.event_count,
         quantity    = trim_scale(t.quantity + EXCLUDED.quantity),
         amount      = trim_scale(t.amount + EXCLUDED.amount)
