@@ -7,6 +7,8 @@ use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Datelike, NaiveDate, Utc};
 use serde::Serialize;
@@ -393,49 +395,69 @@ fn json_page(
     }
 }
 
-/// Every record of the range as CSV (RFC 4180, a header row), decimals exact.
-fn csv(
-    records: &[Record],
-    target: &Target,
-    as_of: &str,
-    catalogue: &Catalogue,
-) -> ApiResult<Vec<u8>> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let header = [
-        "category",
-        "description",
-        "account_sid",
-        "start_date",
-        "end_date",
-        "count",
-        "count_unit",
-        "usage",
-        "usage_unit",
-        "price",
-        "price_unit",
-        "as_of",
-    ];
-    out.write_record(header).map_err(ApiError::internal)?;
-    for record in records {
-        let w = wire(record, target, as_of, catalogue);
-        out.write_record([
-            &w.category,
-            &w.description,
-            &w.account_sid,
-            &w.start_date,
-            &w.end_date,
-            &w.count,
-            &w.count_unit,
-            &w.usage,
-            &w.usage_unit,
-            &w.price,
-            &w.price_unit,
-            &w.as_of,
-        ])
-        .map_err(ApiError::internal)?;
-    }
-    out.into_inner()
-        .map_err(|err| ApiError::internal(anyhow::anyhow!("{err}")))
+/// Records per chunk of a CSV body.
+const CSV_CHUNK: usize = 500;
+
+const CSV_HEADER: [&str; 12] = [
+    "category",
+    "description",
+    "account_sid",
+    "start_date",
+    "end_date",
+    "count",
+    "count_unit",
+    "usage",
+    "usage_unit",
+    "price",
+    "price_unit",
+    "as_of",
+];
+
+/// Every record of the range as CSV (RFC 4180, a header row), decimals exact, streamed a chunk
+/// of records at a time: each chunk is written only when the client has taken the previous one.
+/// A chunk that cannot be written ends the body with an error (the client sees a broken
+/// transfer, never a silently shorter file).
+fn csv_body(
+    records: Vec<Record>,
+    target: Target,
+    as_of: String,
+    catalogue: Arc<Catalogue>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    let chunk = move |rows: &mut std::vec::IntoIter<Record>, first: bool| {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        if first {
+            out.write_record(CSV_HEADER)?;
+        }
+        let mut written = first;
+        for record in rows.by_ref().take(CSV_CHUNK) {
+            let w = wire(&record, &target, &as_of, &catalogue);
+            out.write_record([
+                &w.category,
+                &w.description,
+                &w.account_sid,
+                &w.start_date,
+                &w.end_date,
+                &w.count,
+                &w.count_unit,
+                &w.usage,
+                &w.usage_unit,
+                &w.price,
+                &w.price_unit,
+                &w.as_of,
+            ])?;
+            written = true;
+        }
+        let bytes = out.into_inner().map_err(|err| err.into_error())?;
+        Ok::<_, std::io::Error>(written.then(|| bytes::Bytes::from(bytes)))
+    };
+    futures_util::stream::unfold(Some((records.into_iter(), true)), move |state| {
+        let next = state.and_then(|(mut rows, first)| match chunk(&mut rows, first) {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some((rows, false)))),
+            Ok(None) => None,
+            Err(err) => Some((Err(err), None)),
+        });
+        std::future::ready(next)
+    })
 }
 
 /// The range and how to cut it: a fixed subresource's own, else the parameters' (the end
@@ -515,7 +537,7 @@ pub async fn list(
                 header::CONTENT_DISPOSITION,
                 "attachment; filename=\"usage-records.csv\"",
             ))
-            .body(csv(&found, &target, &as_of, &catalogue)?));
+            .streaming(csv_body(found, target, as_of, catalogue)));
     }
     Ok(response.json(json_page(&found, &target, &params, &as_of, &catalogue)))
 }
