@@ -5,6 +5,7 @@
 #   bench/read.sh                                  # DURATION=15 CONNECTIONS=32
 #   DURATION=10 bench/read.sh                      # shorter runs
 #   REBUILD=1 bench/read.sh                        # rebuild the dataset even if it is current
+#   DATASET_ONLY=1 bench/read.sh                   # build (or check) the dataset, then stop
 #   BIN=/path/to/usage-api bench/read.sh           # measure this binary (else: cargo build --release)
 #
 # Environment: DURATION (s, default 15), CONNECTIONS (32), WARMUP (s before each run, 2; 0 = none),
@@ -246,6 +247,7 @@ else
 fi
 read -r reseller_rows small_rows all_rows _ <<<"$(dataset_counts)"
 say "usage_monthly: reseller $reseller_rows rows, $SMALL $small_rows rows, $all_rows in all"
+if [[ ${DATASET_ONLY:-0} == 1 ]]; then say "DATASET_ONLY=1: done"; exit 0; fi
 
 # --- server -------------------------------------------------------------------------------------
 step "server"

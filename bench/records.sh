@@ -44,9 +44,16 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-for tool in wrk psql curl jq; do
-    command -v "$tool" >/dev/null || die "$tool is needed (bench/read.sh installs it)"
-done
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v jq >/dev/null || missing+=(jq)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    say "installing ${missing[*]} (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+        || die "could not install ${missing[*]}; install them and run again"
+fi
 if [[ -z ${BIN:-} ]]; then
     cargo build --release --quiet
     BIN=$ROOT/target/release/usage-api
@@ -70,7 +77,9 @@ if [[ $marks != 0 ]]; then
 fi
 days=$(psql -X -q "$DB" -Atc "SELECT (SELECT count(*) FROM usage_daily) || ' daily rows, ' ||
     (SELECT count(*) FROM usage_daily_totals WHERE organization_id = 'reseller') || ' reseller total rows, ' ||
-    (SELECT count(*) FROM usage_daily_totals WHERE organization_id = '$SMALL') || ' $SMALL total rows'")
+    (SELECT count(*) FROM usage_daily_totals WHERE organization_id = '$SMALL') || ' $SMALL total rows; ' ||
+    (SELECT count(*) FROM usage_monthly_totals WHERE organization_id = 'reseller') || ' reseller month rows, ' ||
+    (SELECT count(*) FROM usage_monthly_totals WHERE organization_id = '$SMALL') || ' $SMALL month rows'")
 say "$days"
 
 server=""
@@ -107,7 +116,7 @@ for sub in Yearly Monthly AllTime; do
     rows+=("| $sub | ${RPS[reseller-$sub]} | ${P50[reseller-$sub]} | ${RPS[$SMALL-$sub]} | ${P50[$SMALL-$sub]} | $ratio | $verdict |")
 done
 
-commit=$(git -C "$(dirname "$BIN")" rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=${COMMIT:-$(git -C "$(dirname "$BIN")" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 {
     say "# Usage-records benchmark, $(date -u +%Y-%m-%d)"
     say
