@@ -140,6 +140,7 @@ pub async fn run_pending(
         if marks.is_empty() {
             return Ok((0, RollupStats::default()));
         }
+        lock_organizations(conn, &marks).await?;
         let mut stats = RollupStats::default();
         let mut by_month: std::collections::BTreeMap<NaiveDate, Vec<&str>> = Default::default();
         for mark in &marks {
@@ -167,6 +168,23 @@ pub async fn run_pending(
         Ok((marks.len(), stats))
     })
     .await
+}
+
+/// Locks the organizations of `marks`, in id order, before any of their aggregates: every
+/// statement that changes aggregates bumps its organizations' data version (a row lock held to
+/// the commit), so a worker that locked its totals rows first and its organization last could
+/// wait for one that did the opposite on its next month. `FOR UPDATE`, the mode of that bump
+/// (organizations_bump_data_version), so that the bump never has to upgrade the lock.
+async fn lock_organizations(
+    conn: &mut AsyncPgConnection,
+    marks: &[Mark],
+) -> diesel::QueryResult<()> {
+    let organizations: Vec<&str> = marks.iter().map(|m| m.organization_id.as_str()).collect();
+    diesel::sql_query("SELECT id FROM organizations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind::<Array<Text>, _>(&organizations)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Runs incremental batches until no free dirty group is left.
