@@ -186,9 +186,12 @@ impl ApiError {
             Self::NotFound => {
                 "Nothing exists at this path for the calling organization.".to_owned()
             }
-            Self::MethodNotAllowed(allowed) => {
-                format!("Only {allowed} is allowed on this resource.")
-            }
+            Self::MethodNotAllowed(allowed) => match allowed.rsplit_once(", ") {
+                None => format!("Only {allowed} is allowed on this resource."),
+                Some((some, last)) => {
+                    format!("Only {some} and {last} are allowed on this resource.")
+                }
+            },
             Self::Conflict(_) => "Another request changed the same data at the same time, on \
                                   every attempt; nothing of this one was stored. Send it again."
                 .to_owned(),

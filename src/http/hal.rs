@@ -21,7 +21,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Writes an amount as a JSON number with its own digits (never through `f64`).
-fn exact_number<S: Serializer>(value: &Amount, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn exact_number<S: Serializer>(value: &Amount, serializer: S) -> Result<S::Ok, S::Error> {
     let raw = RawValue::from_string(value.to_string()).map_err(serde::ser::Error::custom)?;
     raw.serialize(serializer)
 }

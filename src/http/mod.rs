@@ -3,9 +3,11 @@
 pub mod categories;
 pub mod cursor;
 pub mod events;
+pub mod export;
 pub mod hal;
 pub mod health;
 pub mod monthly;
+pub mod raw;
 pub mod records;
 pub mod request_id;
 pub mod routes;

@@ -141,7 +141,7 @@ struct Params {
 }
 
 /// `YYYY-MM-DD`, or an offset in days from `today` (`-30days`, `+0days`).
-fn date(text: &str, today: NaiveDate) -> Result<NaiveDate, String> {
+pub(super) fn date(text: &str, today: NaiveDate) -> Result<NaiveDate, String> {
     if let Some(days) = text.strip_suffix("days") {
         let sign_ok = days.starts_with(['-', '+']) && days.len() > 1 && days.len() <= 6;
         let n: i64 = days

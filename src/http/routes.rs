@@ -3,7 +3,7 @@
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
-use super::{categories, events, health, monthly, records};
+use super::{categories, events, health, monthly, raw, records};
 use crate::error::ApiError;
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -14,8 +14,8 @@ async fn only_get() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed("GET"))
 }
 
-async fn only_post() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed("POST"))
+async fn get_or_post() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed("GET, POST"))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -30,9 +30,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(only_get)),
     )
     .service(
-        web::resource("/express/usage/events")
+        web::resource(raw::PATH)
             .route(web::post().to(events::ingest))
-            .default_service(web::to(only_post)),
+            .route(web::get().to(raw::list))
+            .default_service(web::to(get_or_post)),
     )
     .service(
         web::resource(categories::CATEGORIES_PATH)

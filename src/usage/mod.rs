@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod amount;
 pub mod digest;
 pub mod model;
+pub mod raw;
 pub mod read;
 pub mod records;
 pub mod rollup;

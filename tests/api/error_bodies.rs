@@ -55,7 +55,24 @@ async fn every_error_code_has_a_documented_body() {
         &app.get_with(&format!("{LIST}/0123456789abcdef0123456789abcdef"), &[auth])
             .await,
     );
-    snapshot("method_not_allowed", &app.get_with(EVENTS, &[auth]).await);
+    let put = app
+        .client
+        .put(format!("{}{EVENTS}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+    assert_eq!(put.headers()["allow"], "GET, POST");
+    let body: serde_json::Value = put.json().await.unwrap();
+    assert_eq!(
+        body["description"],
+        "Only GET and POST are allowed on this resource."
+    );
+    snapshot(
+        "method_not_allowed",
+        &app.post("/express/usage/month", &token("org-a"), &[], "")
+            .await,
+    );
 
     let w = writer("org-a");
     snapshot(

@@ -256,8 +256,18 @@ async fn bodies_out_of_bounds_are_refused_precisely() {
         .post(EVENTS, &w, &[JSON, ("Idempotency-Key", "")], "[]")
         .await;
     assert_eq!((reply.status, reply.code()), (400, "invalid_parameter"));
+    // GET lists the raw events (read scope); other methods are refused.
     let get = app.get(EVENTS, &w).await;
-    assert_eq!((get.status, get.header("allow")), (405, Some("POST")));
+    assert_eq!((get.status, get.code()), (403, "insufficient_scope"));
+    let delete = app
+        .client
+        .delete(format!("{}{EVENTS}", app.address))
+        .bearer_auth(&w)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 405);
+    assert_eq!(delete.headers()["allow"], "GET, POST");
 }
 
 #[actix_web::test]

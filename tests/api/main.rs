@@ -19,6 +19,7 @@ mod openapi_schema;
 mod ownership;
 mod pagination;
 mod params;
+mod raw;
 mod read_path;
 mod records;
 mod rollup;

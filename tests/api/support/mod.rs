@@ -189,6 +189,7 @@ impl TestApp {
         let success = match path {
             "/express/usage/month" => Some(("application/hal+json", "UsagePage")),
             "/express/usage/categories" => Some(("application/hal+json", "CategoryList")),
+            "/express/usage/events" => Some(("application/hal+json", "EventsPage")),
             p if p.contains("/Usage/Records") && !p.ends_with(".csv") => {
                 Some(("application/json", "UsageRecordsPage"))
             }

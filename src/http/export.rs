@@ -1,0 +1,185 @@
+//! Exports (DESIGN §2 "Exports"): a list's whole filtered, ordered result as CSV (RFC 4180, a
+//! header row) or NDJSON, streamed as the database yields it.
+//!
+//! A producer task owns a database connection and sends chunks through a channel of
+//! [`IN_FLIGHT`] chunks: it reads the next batch only when the client has taken enough of the
+//! last, so the server holds a few chunks whatever the export's size. When the client goes
+//! away, the response body (the channel's receiver) is dropped, the producer's next send fails
+//! and it stops: its transaction ends and the database does no more work for it. Compressed
+//! with gzip (fast level) when the client accepts it.
+
+use std::io::Write;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+
+use crate::error::FieldError;
+
+/// Chunks produced ahead of the client.
+const IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Ndjson,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Ndjson => "application/x-ndjson",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+        }
+    }
+}
+
+/// What the client asked for: `format=` (`json`, `csv`, `ndjson`) wins over `Accept`; `None`
+/// is the paged JSON answer.
+pub fn negotiate(format: Option<&str>, req: &HttpRequest) -> Result<Option<Format>, FieldError> {
+    match format {
+        Some("json") => return Ok(None),
+        Some("csv") => return Ok(Some(Format::Csv)),
+        Some("ndjson") => return Ok(Some(Format::Ndjson)),
+        Some(other) => {
+            return Err(FieldError::new(
+                "format",
+                format!("'{other}' is not one of json, csv, ndjson"),
+            ))
+        }
+        None => {}
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Ok(media_types(accept).find_map(|media| match media {
+        "text/csv" => Some(Format::Csv),
+        "application/x-ndjson" => Some(Format::Ndjson),
+        _ => None,
+    }))
+}
+
+/// The media types (or codings) of an `Accept`-style header that are not refused with `q=0`,
+/// lowercased names without parameters.
+fn media_types(header: &str) -> impl Iterator<Item = &str> {
+    header.split(',').filter_map(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().filter(|n| !n.is_empty())?;
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+        });
+        (!refused).then_some(name)
+    })
+}
+
+/// Whether the client accepts a gzip-coded body.
+fn gzip_accepted(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| media_types(v).any(|c| c.eq_ignore_ascii_case("gzip")))
+}
+
+/// The client is gone: the producer stops.
+#[derive(Debug)]
+pub struct Gone;
+
+/// Where a producer writes its body.
+pub struct Sink {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    gzip: Option<GzEncoder<Vec<u8>>>,
+}
+
+impl Sink {
+    /// Sends `bytes` (compressed when the client asked), waiting while the client is behind.
+    pub async fn send(&mut self, bytes: Vec<u8>) -> Result<(), Gone> {
+        let out = match &mut self.gzip {
+            None => bytes,
+            Some(encoder) => {
+                encoder.write_all(&bytes).map_err(|_| Gone)?;
+                encoder.flush().map_err(|_| Gone)?;
+                std::mem::take(encoder.get_mut())
+            }
+        };
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(Ok(Bytes::from(out))).await.map_err(|_| Gone)
+    }
+
+    /// Ends the body: the gzip trailer, if any.
+    pub async fn finish(mut self) -> Result<(), Gone> {
+        if let Some(encoder) = self.gzip.take() {
+            let rest = encoder.finish().map_err(|_| Gone)?;
+            self.tx
+                .send(Ok(Bytes::from(rest)))
+                .await
+                .map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the body with an error: the client sees a broken transfer, never a short file that
+    /// looks whole.
+    pub async fn fail(self) {
+        let _ = self
+            .tx
+            .send(Err(std::io::Error::other("the export failed")))
+            .await;
+    }
+}
+
+/// The streamed answer: `produce` runs on its own task and writes the body into its [`Sink`].
+pub fn respond<F, Fut>(req: &HttpRequest, format: Format, name: &str, produce: F) -> HttpResponse
+where
+    F: FnOnce(Sink) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let gzip = gzip_accepted(req);
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    let sink = Sink {
+        tx,
+        gzip: gzip.then(|| GzEncoder::new(Vec::new(), flate2::Compression::fast())),
+    };
+    tokio::spawn(produce(sink));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(format.content_type())
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}.{}\"", format.extension()),
+        ))
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .insert_header((header::VARY, "Authorization, Accept, Accept-Encoding"));
+    if gzip {
+        response.insert_header((header::CONTENT_ENCODING, "gzip"));
+    }
+    response.streaming(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_lists_are_read_with_their_q_values() {
+        let names: Vec<&str> =
+            media_types("text/csv;q=0, application/x-ndjson ;q=0.5,*/*").collect();
+        assert_eq!(names, ["application/x-ndjson", "*/*"]);
+        assert_eq!(media_types("").count(), 0);
+    }
+}

@@ -1,0 +1,236 @@
+//! Raw usage records (DESIGN §2c): the events behind every aggregate, newest first
+//! (`occurred_at` desc, then `event_id` desc), for one organization, read by key (never
+//! `OFFSET`) a page at a time, or whole through a database cursor for exports.
+//!
+//! Every read is scoped by the organization, which leads the events' primary key
+//! `(organization_id, occurred_at, seq)` in every monthly partition: a page reads the newest
+//! rows of that organization through the index and stops, whatever the other organizations
+//! hold. Filters are bind parameters of one fixed statement; nothing from a request is spliced
+//! into it.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::usage::amount::Amount;
+use crate::usage::model::{AccountId, OrganizationId, UsageType};
+
+/// Most events one page may hold.
+pub const MAX_PER_PAGE: u32 = 1_000;
+pub const DEFAULT_PER_PAGE: u32 = 100;
+/// Events one cursor `FETCH` of an export reads.
+pub const EXPORT_BATCH: i64 = 1_000;
+
+/// Which events: one organization's, narrowed by the optional filters.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub organization: OrganizationId,
+    /// One account (the caller has checked it is the organization's).
+    pub account: Option<AccountId>,
+    /// The event's category is one of these (a slug and its descendants).
+    pub categories: Option<Vec<String>>,
+    pub usage_type: Option<UsageType>,
+    /// `occurred_at >= from`.
+    pub from: Option<DateTime<Utc>>,
+    /// `occurred_at < until`.
+    pub until: Option<DateTime<Utc>>,
+    /// Voided events too, with the void's id in `voided_by`.
+    pub include_voided: bool,
+}
+
+/// A place in the order: an event's (occurred_at, event_id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub occurred_at: DateTime<Utc>,
+    pub event_id: String,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seek {
+    /// The newest events.
+    First,
+    /// The events right after (older than) this one: a `next` link.
+    After(Position),
+    /// The events right before (newer than) this one: a `prev` link.
+    Before(Position),
+}
+
+/// One raw event as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct EventRecord {
+    #[diesel(sql_type = Text)]
+    pub event_id: String,
+    #[diesel(sql_type = Text)]
+    pub account_id: String,
+    /// Its own category, else its type's default.
+    #[diesel(sql_type = Text)]
+    pub category: String,
+    #[diesel(sql_type = Text)]
+    pub product_id: String,
+    #[diesel(sql_type = Text)]
+    pub aggr_product_id: String,
+    #[diesel(sql_type = Text)]
+    pub usage_type: String,
+    #[diesel(sql_type = Text)]
+    pub description: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub direction: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub resolution: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub unit: String,
+    #[diesel(sql_type = Numeric)]
+    pub quantity: Amount,
+    #[diesel(sql_type = Numeric)]
+    pub unit_price: Amount,
+    /// quantity × unit_price, exact.
+    #[diesel(sql_type = Numeric)]
+    pub amount: Amount,
+    #[diesel(sql_type = Text)]
+    pub currency: String,
+    #[diesel(sql_type = Text)]
+    pub wallet_name: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub occurred_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub ingested_at: DateTime<Utc>,
+    /// The void's event id, when the event is voided (shown only with `include_voided`).
+    #[diesel(sql_type = Nullable<Text>)]
+    pub voided_by: Option<String>,
+}
+
+impl EventRecord {
+    pub fn position(&self) -> Position {
+        Position {
+            occurred_at: self.occurred_at,
+            event_id: self.event_id.clone(),
+        }
+    }
+}
+
+/// $1 organization, $2 account, $3 categories, $4 type, $5..$6 the time range (half-open),
+/// $7 include voided, $8/$9 the position (null: from the start), $10 the limit (null: all).
+/// `{cmp}` and `{dir}`: `<`/`DESC` reads older events (the list's own order), `>`/`ASC` newer
+/// ones (a `prev` page, reversed afterwards).
+const SELECT: &str = "\
+SELECT e.event_id, e.account_id,
+       coalesce(e.category, usage_default_category(e.usage_type, e.direction)) AS category,
+       e.product_id, e.aggr_product_id, e.usage_type, e.description, e.direction,
+       e.resolution, e.unit,
+       trim_scale(e.quantity) AS quantity, trim_scale(e.unit_price) AS unit_price,
+       trim_scale(e.quantity * e.unit_price) AS amount,
+       e.currency, e.wallet_name, e.occurred_at, e.ingested_at, v.event_id AS voided_by
+FROM usage_events e
+LEFT JOIN usage_voids v
+       ON v.organization_id = e.organization_id AND v.voided_event_id = e.event_id
+WHERE e.organization_id = $1
+  AND ($2::text IS NULL OR e.account_id = $2)
+  AND ($3::text[] IS NULL
+       OR coalesce(e.category, usage_default_category(e.usage_type, e.direction)) = ANY($3))
+  AND ($4::text IS NULL OR e.usage_type = $4)
+  AND ($5::timestamptz IS NULL OR e.occurred_at >= $5)
+  AND ($6::timestamptz IS NULL OR e.occurred_at < $6)
+  AND ($7 OR v.event_id IS NULL)
+  AND ($8::timestamptz IS NULL
+       OR (e.occurred_at, e.event_id COLLATE \"C\") {cmp} ($8, $9::text COLLATE \"C\"))
+ORDER BY e.occurred_at {dir}, e.event_id COLLATE \"C\" {dir}
+LIMIT $10";
+
+fn select(newer: bool) -> String {
+    let (cmp, dir) = if newer { (">", "ASC") } else { ("<", "DESC") };
+    SELECT.replace("{cmp}", cmp).replace("{dir}", dir)
+}
+
+type Statement =
+    diesel::query_builder::BoxedSqlQuery<'static, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
+
+/// The statement for `query` from `seek`, with every bind, after `prefix` (empty, or a cursor's
+/// `DECLARE`): one place for pages and exports.
+fn statement(prefix: &str, query: &Query, seek: &Seek, limit: Option<i64>) -> Statement {
+    let (newer, position) = match seek {
+        Seek::First => (false, None),
+        Seek::After(p) => (false, Some(p.clone())),
+        Seek::Before(p) => (true, Some(p.clone())),
+    };
+    diesel::sql_query(format!("{prefix}{}", select(newer)))
+        .into_boxed()
+        .bind::<Text, _>(query.organization.clone())
+        .bind::<Nullable<Text>, _>(query.account.clone())
+        .bind::<Nullable<Array<Text>>, _>(query.categories.clone())
+        .bind::<Nullable<Text>, _>(query.usage_type.map(|t| t.as_str()))
+        .bind::<Nullable<Timestamptz>, _>(query.from)
+        .bind::<Nullable<Timestamptz>, _>(query.until)
+        .bind::<Bool, _>(query.include_voided)
+        .bind::<Nullable<Timestamptz>, _>(position.as_ref().map(|p| p.occurred_at))
+        .bind::<Nullable<Text>, _>(position.map(|p| p.event_id))
+        .bind::<Nullable<BigInt>, _>(limit)
+}
+
+/// Up to `limit` events from `seek`, in the list's order (newest first).
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    query: &Query,
+    seek: &Seek,
+    limit: u32,
+) -> diesel::QueryResult<Vec<EventRecord>> {
+    let mut rows: Vec<EventRecord> = statement("", query, seek, Some(i64::from(limit)))
+        .load(conn)
+        .await?;
+    if matches!(seek, Seek::Before(_)) {
+        rows.reverse();
+    }
+    Ok(rows)
+}
+
+/// The instant before which every committed event is visible to the statements that follow.
+pub async fn as_of(conn: &mut AsyncPgConnection) -> diesel::QueryResult<DateTime<Utc>> {
+    #[derive(QueryableByName)]
+    struct Now {
+        #[diesel(sql_type = Timestamptz)]
+        now: DateTime<Utc>,
+    }
+    let now: Now = diesel::sql_query("SELECT statement_timestamp() AS now")
+        .get_result(conn)
+        .await?;
+    Ok(now.now)
+}
+
+/// Whether `account` is one of `organization`'s accounts.
+pub async fn owns(
+    conn: &mut AsyncPgConnection,
+    organization: &OrganizationId,
+    account: &AccountId,
+) -> diesel::QueryResult<bool> {
+    use crate::db::schema::accounts;
+    use diesel::{ExpressionMethods, QueryDsl};
+    diesel::select(diesel::dsl::exists(
+        accounts::table
+            .filter(accounts::id.eq(account))
+            .filter(accounts::organization_id.eq(organization)),
+    ))
+    .get_result(conn)
+    .await
+}
+
+/// Name of the export's cursor (one per connection and transaction).
+const CURSOR: &str = "usage_api_export";
+
+/// Opens a cursor over every event of `query`, in the list's order. Call inside a transaction;
+/// then [`fetch`] until it returns fewer than [`EXPORT_BATCH`] rows. Between fetches the
+/// database does no work for it; the transaction's end closes it.
+pub async fn declare(conn: &mut AsyncPgConnection, query: &Query) -> diesel::QueryResult<()> {
+    let declare = format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR ");
+    statement(&declare, query, &Seek::First, None)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The next batch of the cursor [`declare`] opened.
+pub async fn fetch(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<EventRecord>> {
+    diesel::sql_query(format!("FETCH FORWARD {EXPORT_BATCH} FROM {CURSOR}"))
+        .load(conn)
+        .await
+}
