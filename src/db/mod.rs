@@ -2,6 +2,7 @@
 //! generates.
 
 pub mod connect;
+pub mod cursor;
 pub mod migrate;
 pub mod pool;
 pub mod schema;

@@ -15,6 +15,11 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 
+use diesel::pg::Pg;
+use diesel::{QueryResult, QueryableByName};
+use diesel_async::AsyncPgConnection;
+
+use crate::db::pool::DbConn;
 use crate::error::FieldError;
 
 /// Chunks produced ahead of the client.
@@ -141,7 +146,7 @@ impl Sink {
 }
 
 /// The streamed answer: `produce` runs on its own task and writes the body into its [`Sink`].
-pub fn respond<F, Fut>(req: &HttpRequest, format: Format, name: &str, produce: F) -> HttpResponse
+fn respond<F, Fut>(req: &HttpRequest, format: Format, name: &str, produce: F) -> HttpResponse
 where
     F: FnOnce(Sink) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -169,6 +174,84 @@ where
         response.insert_header((header::CONTENT_ENCODING, "gzip"));
     }
     response.streaming(body)
+}
+
+/// A list an export reads whole through a database cursor.
+pub trait Source: Send + Sync + 'static {
+    type Row: QueryableByName<Pg> + Send + 'static;
+
+    /// Opens the cursor ([`crate::db::cursor::declare`]), inside the export's transaction.
+    fn declare<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = QueryResult<()>> + Send + 'a>>;
+
+    /// `rows` in `format`, after the CSV header row when `first`.
+    fn encode(&self, format: Format, rows: &[Self::Row], first: bool) -> std::io::Result<Vec<u8>>;
+}
+
+/// The streamed export of `source`, read on `conn` (which the export keeps until it ends).
+pub fn stream<S: Source>(
+    req: &HttpRequest,
+    format: Format,
+    name: &str,
+    conn: DbConn,
+    source: S,
+) -> HttpResponse {
+    respond(req, format, name, move |sink| {
+        produce(conn, source, format, sink)
+    })
+}
+
+/// Why an export stopped before its end.
+enum Stop {
+    Database(diesel::result::Error),
+    Encoding(std::io::Error),
+    Gone,
+}
+
+impl From<diesel::result::Error> for Stop {
+    fn from(err: diesel::result::Error) -> Self {
+        Stop::Database(err)
+    }
+}
+
+/// Reads `source` a batch at a time in one read-only transaction (one snapshot) and sends it;
+/// the transaction ends (and the cursor with it) when the client goes away.
+async fn produce<S: Source>(mut conn: DbConn, source: S, format: Format, mut sink: Sink) {
+    let result = conn
+        .build_transaction()
+        .read_only()
+        .run(async |conn| {
+            source.declare(conn).await?;
+            let mut first = true;
+            loop {
+                let rows: Vec<S::Row> = crate::db::cursor::fetch(conn).await?;
+                let bytes = source
+                    .encode(format, &rows, first)
+                    .map_err(Stop::Encoding)?;
+                first = false;
+                sink.send(bytes).await.map_err(|Gone| Stop::Gone)?;
+                if rows.len() < crate::db::cursor::BATCH {
+                    return Ok::<_, Stop>(());
+                }
+            }
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            let _ = sink.finish().await;
+        }
+        Err(Stop::Gone) => tracing::debug!("export stopped: the client went away"),
+        Err(Stop::Database(err)) => {
+            tracing::warn!(error = %err, "export failed");
+            sink.fail().await;
+        }
+        Err(Stop::Encoding(err)) => {
+            tracing::warn!(error = %err, "export failed");
+            sink.fail().await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -48,12 +48,24 @@ impl Link {
 #[derive(Debug)]
 pub struct UsageRecord<'a> {
     row: &'a MonthlyRow,
-    base_url: &'a str,
+    /// `None`: no `_links` (an export's line).
+    base_url: Option<&'a str>,
 }
 
 impl<'a> UsageRecord<'a> {
     pub fn new(row: &'a MonthlyRow, base_url: &'a str) -> Self {
-        UsageRecord { row, base_url }
+        UsageRecord {
+            row,
+            base_url: Some(base_url),
+        }
+    }
+
+    /// The record's fields without `_links`, as an export writes it.
+    pub fn bare(row: &'a MonthlyRow) -> Self {
+        UsageRecord {
+            row,
+            base_url: None,
+        }
     }
 }
 
@@ -91,7 +103,8 @@ impl Serialize for UsageRecord<'_> {
         let mut id = [0u8; 32];
         let id = &*row.id.simple().encode_lower(&mut id);
         let month = Month::from_date(row.month);
-        let mut map = serializer.serialize_struct("UsageRecord", 16)?;
+        let fields = if self.base_url.is_some() { 16 } else { 15 };
+        let mut map = serializer.serialize_struct("UsageRecord", fields)?;
         map.serialize_field("id", id)?;
         map.serialize_field("account_id", &row.account_id)?;
         map.serialize_field("product_id", &row.product_id)?;
@@ -107,7 +120,9 @@ impl Serialize for UsageRecord<'_> {
         map.serialize_field("wallet_name", &row.wallet_name)?;
         map.serialize_field("number_of_units", &Number(&row.number_of_units))?;
         map.serialize_field("total_amount", &Number(&row.total_amount))?;
-        map.serialize_field("_links", &SelfHref(self.base_url, id))?;
+        if let Some(base_url) = self.base_url {
+            map.serialize_field("_links", &SelfHref(base_url, id))?;
+        }
         map.end()
     }
 }

@@ -6,14 +6,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
 use super::cursor;
+use super::export::{self, Format};
 use super::hal::{Cursors, LinkParams, UsagePage, UsageRecord, HAL_JSON};
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::digest;
+use crate::usage::model::{Month, OrganizationId};
 use crate::usage::read::order::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
 use crate::usage::read::seek::{self, Side};
-use crate::usage::read::{self, filter};
+use crate::usage::read::{self, filter, MonthlyRow};
 
 /// The list's query string, parsed and checked.
 struct ListParams {
@@ -22,6 +24,8 @@ struct ListParams {
     order_by_text: Option<String>,
     /// A position token from a `next` or `prev` link, checked once the key is at hand.
     cursor: Option<String>,
+    /// `format=`: `json`, `csv` or `ndjson` (checked).
+    format: Option<String>,
 }
 
 impl ListParams {
@@ -29,12 +33,13 @@ impl ListParams {
     /// Every parameter is checked before any error is returned, so that one answer names them
     /// all: that is why it is long.
     fn parse(query_string: &str) -> ApiResult<Self> {
-        let mut raw: [(&str, Option<String>); 5] = [
+        let mut raw: [(&str, Option<String>); 6] = [
             ("page", None),
             ("per_page", None),
             ("filter", None),
             ("order_by", None),
             ("cursor", None),
+            ("format", None),
         ];
         let mut errors = Vec::new();
         for (name, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
@@ -45,7 +50,16 @@ impl ListParams {
                 slot.1 = Some(value.into_owned());
             }
         }
-        let [(_, page), (_, per_page), (_, filter_text), (_, order_by_text), (_, cursor)] = raw;
+        let [(_, page), (_, per_page), (_, filter_text), (_, order_by_text), (_, cursor), (_, format)] =
+            raw;
+        if let Some(text) = format.as_deref() {
+            if !matches!(text, "json" | "csv" | "ndjson") {
+                errors.push(FieldError::new(
+                    "format",
+                    format!("'{text}' is not one of json, csv, ndjson"),
+                ));
+            }
+        }
         if cursor
             .as_ref()
             .is_some_and(|c| c.len() > cursor::MAX_CURSOR_BYTES)
@@ -90,6 +104,7 @@ impl ListParams {
             filter_text: filter_text.filter(|f| !f.trim().is_empty()),
             order_by_text: order_by_text.filter(|o| !o.trim().is_empty()),
             cursor,
+            format,
         })
     }
 }
@@ -232,6 +247,28 @@ pub async fn list(
     let params = ListParams::parse(req.query_string())?;
     let organization = principal.organization_id.as_str();
     let mut conn = state.reads().get().await?;
+    if let Some(format) = export::negotiate(params.format.as_deref(), &req)
+        .map_err(|field| ApiError::InvalidParameter(vec![field]))?
+    {
+        let filter = params.query.filter.as_ref();
+        let foreign = read::export_check(
+            &mut conn,
+            &principal.organization_id,
+            filter,
+            &state.read_cache,
+        )
+        .await?;
+        if !foreign.is_empty() {
+            return Err(ApiError::ForbiddenAccounts(
+                foreign.iter().map(ToString::to_string).collect(),
+            ));
+        }
+        let source = Export {
+            organization: principal.organization_id.clone(),
+            query: params.query,
+        };
+        return Ok(export::stream(&req, format, "usage-month", conn, source));
+    }
     let key = state.cursor_key(&mut conn).await?.to_vec();
     let seek = params.seek(&key, organization)?;
     let tagger = params.tagger(organization, &state.public_url);
@@ -363,6 +400,83 @@ pub async fn show(
 /// A strong entity tag: the first 128 bits of SHA-256 over the framed `parts`, in hex.
 fn strong_tag(parts: &[&[u8]]) -> String {
     format!("\"{}\"", digest::hex(&digest::sha256(parts)[..16]))
+}
+
+/// The export of one list request: every row, in its order.
+struct Export {
+    organization: OrganizationId,
+    query: read::ListRequest,
+}
+
+const CSV_HEADER: [&str; 15] = [
+    "id",
+    "account_id",
+    "product_id",
+    "aggr_product_id",
+    "month",
+    "type",
+    "description",
+    "currency",
+    "direction",
+    "resolution",
+    "unit",
+    "price",
+    "wallet_name",
+    "number_of_units",
+    "total_amount",
+];
+
+impl export::Source for Export {
+    type Row = MonthlyRow;
+
+    fn declare<'a>(
+        &'a self,
+        conn: &'a mut diesel_async::AsyncPgConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = diesel::QueryResult<()>> + Send + 'a>>
+    {
+        Box::pin(read::declare_export(conn, &self.organization, &self.query))
+    }
+
+    fn encode(&self, format: Format, rows: &[MonthlyRow], first: bool) -> std::io::Result<Vec<u8>> {
+        match format {
+            Format::Ndjson => {
+                let mut out = Vec::with_capacity(rows.len() * 400);
+                for row in rows {
+                    serde_json::to_writer(&mut out, &UsageRecord::bare(row))?;
+                    out.push(b'\n');
+                }
+                Ok(out)
+            }
+            Format::Csv => {
+                let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 250));
+                if first {
+                    out.write_record(CSV_HEADER)?;
+                }
+                for row in rows {
+                    let id = row.id.simple().to_string();
+                    let month = Month::from_date(row.month).to_string();
+                    out.write_record([
+                        id.as_str(),
+                        row.account_id.as_str(),
+                        &row.product_id,
+                        &row.aggr_product_id,
+                        &month,
+                        row.usage_type.as_str(),
+                        &row.description,
+                        &row.currency,
+                        row.direction.map_or("", |d| d.as_str()),
+                        row.resolution.map_or("", |r| r.as_str()),
+                        row.unit.as_str(),
+                        row.price.as_str(),
+                        &row.wallet_name,
+                        row.number_of_units.as_str(),
+                        row.total_amount.as_str(),
+                    ])?;
+                }
+                out.into_inner().map_err(|err| err.into_error())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::cursor::{self, Binding, Token};
-use super::export::{self, Format, Sink};
+use super::export::{self, Format};
 use super::hal::{exact_number, Link, HAL_JSON};
 
 /// `exact_number` for the borrowed amounts of [`WireEvent`].
@@ -16,7 +16,6 @@ fn exact<S: serde::Serializer>(value: &&Amount, serializer: S) -> Result<S::Ok, 
 }
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
-use crate::db::pool::DbConn;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::amount::Amount;
 use crate::usage::model::{AccountId, UsageType, MAX_ID_CHARS};
@@ -348,10 +347,8 @@ pub async fn list(
         }
     }
     if let Some(format) = format {
-        let query = params.query.clone();
-        return Ok(export::respond(&req, format, "usage-events", move |sink| {
-            export_events(conn, query, format, sink)
-        }));
+        let source = Export(params.query.clone());
+        return Ok(export::stream(&req, format, "usage-events", conn, source));
     }
     page(&mut conn, &params, &state).await
 }
@@ -482,51 +479,26 @@ fn encode(format: Format, rows: &[EventRecord], first: bool) -> std::io::Result<
     }
 }
 
-/// Why an export stopped before its end.
-enum Stop {
-    Database(diesel::result::Error),
-    Encoding(std::io::Error),
-    Gone,
-}
+/// The export of one query's events.
+struct Export(Query);
 
-impl From<diesel::result::Error> for Stop {
-    fn from(err: diesel::result::Error) -> Self {
-        Stop::Database(err)
+impl export::Source for Export {
+    type Row = EventRecord;
+
+    fn declare<'a>(
+        &'a self,
+        conn: &'a mut diesel_async::AsyncPgConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = diesel::QueryResult<()>> + Send + 'a>>
+    {
+        Box::pin(raw::declare(conn, &self.0))
     }
-}
 
-/// Streams every event of `query` through a cursor, a batch at a time, in one read-only
-/// transaction (one snapshot); the transaction ends (and the cursor with it) when the client
-/// goes away.
-async fn export_events(mut conn: DbConn, query: Query, format: Format, mut sink: Sink) {
-    use diesel_async::AsyncConnection;
-    let result = conn
-        .transaction(async |conn| {
-            raw::declare(conn, &query).await?;
-            let mut first = true;
-            loop {
-                let rows = raw::fetch(conn).await?;
-                let bytes = encode(format, &rows, first).map_err(Stop::Encoding)?;
-                first = false;
-                sink.send(bytes).await.map_err(|export::Gone| Stop::Gone)?;
-                if rows.len() < raw::EXPORT_BATCH as usize {
-                    return Ok::<_, Stop>(());
-                }
-            }
-        })
-        .await;
-    match result {
-        Ok(()) => {
-            let _ = sink.finish().await;
-        }
-        Err(Stop::Gone) => tracing::debug!("export stopped: the client went away"),
-        Err(Stop::Database(err)) => {
-            tracing::warn!(error = %err, "export failed");
-            sink.fail().await;
-        }
-        Err(Stop::Encoding(err)) => {
-            tracing::warn!(error = %err, "export failed");
-            sink.fail().await;
-        }
+    fn encode(
+        &self,
+        format: Format,
+        rows: &[EventRecord],
+        first: bool,
+    ) -> std::io::Result<Vec<u8>> {
+        encode(format, rows, first)
     }
 }

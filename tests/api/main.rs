@@ -10,6 +10,7 @@ mod crash;
 mod daily;
 mod error_bodies;
 mod events;
+mod exports;
 mod filters;
 mod hardening;
 mod ingest;

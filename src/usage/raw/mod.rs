@@ -19,8 +19,6 @@ use crate::usage::model::{AccountId, OrganizationId, UsageType};
 /// Most events one page may hold.
 pub const MAX_PER_PAGE: u32 = 1_000;
 pub const DEFAULT_PER_PAGE: u32 = 100;
-/// Events one cursor `FETCH` of an export reads.
-pub const EXPORT_BATCH: i64 = 1_000;
 
 /// Which events: one organization's, narrowed by the optional filters.
 #[derive(Debug, Clone)]
@@ -146,15 +144,14 @@ fn select(newer: bool) -> String {
 type Statement =
     diesel::query_builder::BoxedSqlQuery<'static, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
 
-/// The statement for `query` from `seek`, with every bind, after `prefix` (empty, or a cursor's
-/// `DECLARE`): one place for pages and exports.
-fn statement(prefix: &str, query: &Query, seek: &Seek, limit: Option<i64>) -> Statement {
+/// The statement for `query` from `seek`, with every bind: one place for pages and exports.
+fn statement(query: &Query, seek: &Seek, limit: Option<i64>) -> Statement {
     let (newer, position) = match seek {
         Seek::First => (false, None),
         Seek::After(p) => (false, Some(p.clone())),
         Seek::Before(p) => (true, Some(p.clone())),
     };
-    diesel::sql_query(format!("{prefix}{}", select(newer)))
+    diesel::sql_query(select(newer))
         .into_boxed()
         .bind::<Text, _>(query.organization.clone())
         .bind::<Nullable<Text>, _>(query.account.clone())
@@ -175,7 +172,7 @@ pub async fn page(
     seek: &Seek,
     limit: u32,
 ) -> diesel::QueryResult<Vec<EventRecord>> {
-    let mut rows: Vec<EventRecord> = statement("", query, seek, Some(i64::from(limit)))
+    let mut rows: Vec<EventRecord> = statement(query, seek, Some(i64::from(limit)))
         .load(conn)
         .await?;
     if matches!(seek, Seek::Before(_)) {
@@ -214,23 +211,8 @@ pub async fn owns(
     .await
 }
 
-/// Name of the export's cursor (one per connection and transaction).
-const CURSOR: &str = "usage_api_export";
-
 /// Opens a cursor over every event of `query`, in the list's order. Call inside a transaction;
-/// then [`fetch`] until it returns fewer than [`EXPORT_BATCH`] rows. Between fetches the
-/// database does no work for it; the transaction's end closes it.
+/// then [`crate::db::cursor::fetch`] until a batch is short.
 pub async fn declare(conn: &mut AsyncPgConnection, query: &Query) -> diesel::QueryResult<()> {
-    let declare = format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR ");
-    statement(&declare, query, &Seek::First, None)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
-/// The next batch of the cursor [`declare`] opened.
-pub async fn fetch(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<EventRecord>> {
-    diesel::sql_query(format!("FETCH FORWARD {EXPORT_BATCH} FROM {CURSOR}"))
-        .load(conn)
-        .await
+    crate::db::cursor::declare(conn, statement(query, &Seek::First, None)).await
 }

@@ -358,6 +358,34 @@ async fn list_in_snapshot(
     ))
 }
 
+/// Of the account ids `filter` names, those that are not `organization`'s: an export's 403
+/// check, before it streams.
+pub async fn export_check(
+    conn: &mut AsyncPgConnection,
+    organization: &OrganizationId,
+    filter: Option<&Filter>,
+    cache: &ReadCache,
+) -> QueryResult<Vec<AccountId>> {
+    let version = version(conn, organization).await?;
+    foreign_accounts(conn, organization, &version, filter, cache).await
+}
+
+/// Opens a cursor over every row of `query` (all pages), in its order: an export. Call inside
+/// a transaction, then [`crate::db::cursor::fetch`] [`MonthlyRow`]s until a batch is short.
+pub async fn declare_export(
+    conn: &mut AsyncPgConnection,
+    organization: &OrganizationId,
+    query: &ListRequest,
+) -> QueryResult<()> {
+    let rows = ordered(
+        scoped(organization, query.filter.as_ref()),
+        &query.order,
+        false,
+    )
+    .select(MonthlyRow::as_select());
+    crate::db::cursor::declare(conn, rows).await
+}
+
 /// `list`, run to completion in a task of its own even if the caller stops waiting (a client
 /// that went away): the pipelined path sends `BEGIN` and `COMMIT` itself, and a connection must
 /// never go back to the pool with a transaction still open. Takes everything it needs by value.

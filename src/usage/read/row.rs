@@ -9,8 +9,9 @@ use crate::db::schema::usage_monthly;
 use crate::usage::amount::Amount;
 use crate::usage::model::{AccountId, Direction, Resolution, Unit, UsageType};
 
-/// One monthly aggregate, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+/// One monthly aggregate, as stored (by position from diesel's selects, by name from an
+/// export's cursor).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = usage_monthly, check_for_backend(Pg))]
 pub struct MonthlyRow {
     pub id: Uuid,
