@@ -214,6 +214,8 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/2010-04-01/Accounts/{DEMO_ORG}/Usage/Records/Monthly.json?Category=calls&StartDate=-365days'   # usage records, Twilio's format");
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" -o records.csv '{base}/2010-04-01/Accounts/{DEMO_ORG}/Usage/Records/Daily.csv?StartDate=-30days'");
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/categories'");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/express/usage/events?per_page=5&category=calls'   # the raw events behind the totals");
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" -o usage-events.csv '{base}/express/usage/events?start_date=-30days&format=csv'   # all of them, as a file");
     if args.no_serve {
         return Ok(());
     }

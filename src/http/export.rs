@@ -203,55 +203,77 @@ pub fn stream<S: Source>(
     })
 }
 
-/// Why an export stopped before its end.
-enum Stop {
-    Database(diesel::result::Error),
-    Encoding(std::io::Error),
-    Gone,
+/// What the reading side of an export hands the writing side.
+enum Batch<R> {
+    Rows(Vec<R>),
+    /// Every row was read: the body may end.
+    End,
 }
 
-impl From<diesel::result::Error> for Stop {
-    fn from(err: diesel::result::Error) -> Self {
-        Stop::Database(err)
-    }
-}
-
-/// Reads `source` a batch at a time in one read-only transaction (one snapshot) and sends it;
-/// the transaction ends (and the cursor with it) when the client goes away.
-async fn produce<S: Source>(mut conn: DbConn, source: S, format: Format, mut sink: Sink) {
-    let result = conn
+/// Reads `source` a batch at a time in one read-only transaction (one snapshot), while another
+/// task encodes and sends the batch before: the database reads batch n + 1 while batch n is
+/// written. A client that goes away ends the writer, then the reader (at its next hand-over),
+/// then the transaction and the cursor with it. A body that stops without its end is a broken
+/// transfer, never a short file that looks whole.
+async fn produce<S: Source>(mut conn: DbConn, source: S, format: Format, sink: Sink) {
+    let source = std::sync::Arc::new(source);
+    let (batches, mut received) = tokio::sync::mpsc::channel::<Batch<S::Row>>(1);
+    let writer = {
+        let source = source.clone();
+        tokio::spawn(async move {
+            let mut sink = sink;
+            let mut first = true;
+            while let Some(batch) = received.recv().await {
+                let rows = match batch {
+                    Batch::Rows(rows) => rows,
+                    Batch::End => {
+                        let _ = sink.finish().await;
+                        return;
+                    }
+                };
+                let bytes = match source.encode(format, &rows, first) {
+                    Ok(bytes) => bytes,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "export failed");
+                        break;
+                    }
+                };
+                first = false;
+                if sink.send(bytes).await.is_err() {
+                    tracing::debug!("export stopped: the client went away");
+                    return;
+                }
+            }
+            sink.fail().await;
+        })
+    };
+    let read = conn
         .build_transaction()
         .read_only()
         .run(async |conn| {
             source.declare(conn).await?;
-            let mut first = true;
             loop {
                 let rows: Vec<S::Row> = crate::db::cursor::fetch(conn).await?;
-                let bytes = source
-                    .encode(format, &rows, first)
-                    .map_err(Stop::Encoding)?;
-                first = false;
-                sink.send(bytes).await.map_err(|Gone| Stop::Gone)?;
-                if rows.len() < crate::db::cursor::BATCH {
-                    return Ok::<_, Stop>(());
+                let last = rows.len() < crate::db::cursor::BATCH;
+                if batches.send(Batch::Rows(rows)).await.is_err() {
+                    // The writer is gone: end the transaction (rolled back; it wrote nothing).
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+                if last {
+                    return Ok(());
                 }
             }
         })
         .await;
-    match result {
+    match read {
         Ok(()) => {
-            let _ = sink.finish().await;
+            let _ = batches.send(Batch::End).await;
         }
-        Err(Stop::Gone) => tracing::debug!("export stopped: the client went away"),
-        Err(Stop::Database(err)) => {
-            tracing::warn!(error = %err, "export failed");
-            sink.fail().await;
-        }
-        Err(Stop::Encoding(err)) => {
-            tracing::warn!(error = %err, "export failed");
-            sink.fail().await;
-        }
+        Err(diesel::result::Error::RollbackTransaction) => {}
+        Err(err) => tracing::warn!(error = %err, "export failed"),
     }
+    drop(batches);
+    let _ = writer.await;
 }
 
 #[cfg(test)]

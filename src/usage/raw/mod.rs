@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Numeric, Text, Timestamptz};
 use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::usage::amount::Amount;
 use crate::usage::model::{AccountId, OrganizationId, UsageType};
@@ -112,6 +112,16 @@ impl EventRecord {
 /// $7 include voided, $8/$9 the position (null: from the start), $10 the limit (null: all).
 /// `{cmp}` and `{dir}`: `<`/`DESC` reads older events (the list's own order), `>`/`ASC` newer
 /// ones (a `prev` page, reversed afterwards).
+///
+/// Written, and run with the settings of [`SETTINGS`], for one plan: the organization's
+/// primary-key index `(organization_id, occurred_at, seq)` read in order, partition after
+/// partition, an incremental sort for ties on `event_id`, rows coming out as they are read (a
+/// page stops at its limit, an export's first rows come at once). Voided events are left out
+/// in a way that keeps that order (a join with the voids would not, and the planner would sort
+/// the organization's every event first): a page probes the voids' index for each of its few
+/// rows ([`PAGE_VOIDS`]); an export, which reads every row, hashes the organization's voids
+/// once ([`EXPORT_VOIDS`]). The void's id is looked up per row only when voided events are
+/// shown. The position also bounds `occurred_at` alone, which the index can seek to.
 const SELECT: &str = "\
 SELECT e.event_id, e.account_id,
        coalesce(e.category, usage_default_category(e.usage_type, e.direction)) AS category,
@@ -119,10 +129,11 @@ SELECT e.event_id, e.account_id,
        e.resolution, e.unit,
        trim_scale(e.quantity) AS quantity, trim_scale(e.unit_price) AS unit_price,
        trim_scale(e.quantity * e.unit_price) AS amount,
-       e.currency, e.wallet_name, e.occurred_at, e.ingested_at, v.event_id AS voided_by
+       e.currency, e.wallet_name, e.occurred_at, e.ingested_at,
+       CASE WHEN $7 THEN (SELECT v.event_id FROM usage_voids v
+                          WHERE v.organization_id = e.organization_id
+                            AND v.voided_event_id = e.event_id) END AS voided_by
 FROM usage_events e
-LEFT JOIN usage_voids v
-       ON v.organization_id = e.organization_id AND v.voided_event_id = e.event_id
 WHERE e.organization_id = $1
   AND ($2::text IS NULL OR e.account_id = $2)
   AND ($3::text[] IS NULL
@@ -130,28 +141,55 @@ WHERE e.organization_id = $1
   AND ($4::text IS NULL OR e.usage_type = $4)
   AND ($5::timestamptz IS NULL OR e.occurred_at >= $5)
   AND ($6::timestamptz IS NULL OR e.occurred_at < $6)
-  AND ($7 OR v.event_id IS NULL)
+  AND ($7 OR {not_voided})
+  AND ($8::timestamptz IS NULL OR e.occurred_at {cmp}= $8)
   AND ($8::timestamptz IS NULL
        OR (e.occurred_at, e.event_id COLLATE \"C\") {cmp} ($8, $9::text COLLATE \"C\"))
 ORDER BY e.occurred_at {dir}, e.event_id COLLATE \"C\" {dir}
 LIMIT $10";
 
-fn select(newer: bool) -> String {
+/// Run before [`SELECT`], in its transaction (see there): no full sort (the planner would
+/// otherwise sort an organization's every event when it misjudges the filters); no JIT (the
+/// cost a disabled sort is charged with would make Postgres compile a query that takes less
+/// than a millisecond); and room to hash the organization's voids (about a million ids: with
+/// more, an export's `NOT IN` is no longer hashed and slows down: see docs/PERFORMANCE.md).
+const SETTINGS: &str = "SELECT set_config('enable_sort', 'off', true), \
+                        set_config('jit', 'off', true), set_config('work_mem', '64MB', true)";
+
+/// A page's void filter: an index probe per row read.
+const PAGE_VOIDS: &str = "NOT EXISTS (SELECT 1 FROM usage_voids v \
+                          WHERE v.organization_id = e.organization_id \
+                            AND v.voided_event_id = e.event_id)";
+
+/// An export's void filter: the organization's voids hashed once.
+const EXPORT_VOIDS: &str =
+    "e.event_id NOT IN (SELECT v.voided_event_id FROM usage_voids v WHERE v.organization_id = $1)";
+
+fn select(newer: bool, voids: &str) -> String {
     let (cmp, dir) = if newer { (">", "ASC") } else { ("<", "DESC") };
-    SELECT.replace("{cmp}", cmp).replace("{dir}", dir)
+    SELECT
+        .replace("{cmp}", cmp)
+        .replace("{dir}", dir)
+        .replace("{not_voided}", voids)
 }
 
 type Statement =
     diesel::query_builder::BoxedSqlQuery<'static, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
 
-/// The statement for `query` from `seek`, with every bind: one place for pages and exports.
+/// The statement for `query` from `seek`, with every bind: one place for pages and exports
+/// (`limit` `None`).
 fn statement(query: &Query, seek: &Seek, limit: Option<i64>) -> Statement {
     let (newer, position) = match seek {
         Seek::First => (false, None),
         Seek::After(p) => (false, Some(p.clone())),
         Seek::Before(p) => (true, Some(p.clone())),
     };
-    diesel::sql_query(select(newer))
+    let voids = if limit.is_some() {
+        PAGE_VOIDS
+    } else {
+        EXPORT_VOIDS
+    };
+    diesel::sql_query(select(newer, voids))
         .into_boxed()
         .bind::<Text, _>(query.organization.clone())
         .bind::<Nullable<Text>, _>(query.account.clone())
@@ -172,8 +210,12 @@ pub async fn page(
     seek: &Seek,
     limit: u32,
 ) -> diesel::QueryResult<Vec<EventRecord>> {
-    let mut rows: Vec<EventRecord> = statement(query, seek, Some(i64::from(limit)))
-        .load(conn)
+    let statement = statement(query, seek, Some(i64::from(limit)));
+    let mut rows: Vec<EventRecord> = conn
+        .transaction(async |conn| {
+            diesel::sql_query(SETTINGS).execute(conn).await?;
+            statement.load(conn).await
+        })
         .await?;
     if matches!(seek, Seek::Before(_)) {
         rows.reverse();
@@ -214,5 +256,6 @@ pub async fn owns(
 /// Opens a cursor over every event of `query`, in the list's order. Call inside a transaction;
 /// then [`crate::db::cursor::fetch`] until a batch is short.
 pub async fn declare(conn: &mut AsyncPgConnection, query: &Query) -> diesel::QueryResult<()> {
+    diesel::sql_query(SETTINGS).execute(conn).await?;
     crate::db::cursor::declare(conn, statement(query, &Seek::First, None)).await
 }
