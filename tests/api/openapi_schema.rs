@@ -113,3 +113,55 @@ fn spec_examples_match_their_schemas() {
         assert_matches_schema(schema, value);
     }
 }
+
+/// Every `$ref` of `value` (recursively).
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("$ref", Value::String(target)) => out.push(target.clone()),
+                    _ => refs(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_operation_answers_something_and_every_reference_resolves() {
+    let spec = spec();
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    const OTHER_KEYS: [&str; 4] = ["parameters", "summary", "description", "servers"];
+    let paths = spec["paths"].as_object().expect("paths");
+    assert!(!paths.is_empty());
+    for (path, item) in paths {
+        for (key, operation) in item.as_object().expect("a path item is an object") {
+            let key = key.as_str();
+            assert!(
+                METHODS.contains(&key) || OTHER_KEYS.contains(&key),
+                "{path}: '{key}' is neither an operation nor a path-item field"
+            );
+            if METHODS.contains(&key) {
+                let responses = operation["responses"].as_object();
+                assert!(
+                    responses.is_some_and(|r| !r.is_empty()),
+                    "{key} {path} has no responses"
+                );
+            }
+        }
+    }
+    let mut targets = Vec::new();
+    refs(&spec, &mut targets);
+    assert!(targets.len() > 50, "only {} references", targets.len());
+    for target in targets {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{target} is not a local reference"));
+        assert!(spec.pointer(pointer).is_some(), "{target} does not resolve");
+    }
+}
