@@ -156,7 +156,7 @@ fn every_operation_answers_something_and_every_reference_resolves() {
         }
     }
     let mut targets = Vec::new();
-    refs(&spec, &mut targets);
+    refs(spec, &mut targets);
     assert!(targets.len() > 50, "only {} references", targets.len());
     for target in targets {
         let pointer = target
