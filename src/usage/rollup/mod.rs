@@ -38,7 +38,10 @@ static FULL: LazyLock<String> = LazyLock::new(|| {
 /// statements, hence `batch_execute`.
 const FULL_TOTALS: &str = include_str!("totals.sql");
 
-/// $1 the dirty accounts, $2 and $3 the month's bounds, $4 the month.
+/// $1 the dirty accounts, $2 and $3 the month's bounds, $4 the month, $5 the accounts'
+/// organizations (account ids are unique, so they only let the aggregates be found through
+/// `usage_monthly_org_account_month_idx`, which leads with the organization: without them each
+/// statement scanned every aggregate).
 static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
     include_str!("rollup.sql")
         .replace(
@@ -50,7 +53,11 @@ static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
             "d.account_id = ANY($1::text[]) AND d.day >= $4 \
              AND d.day < ($4 + interval '1 month')::date",
         )
-        .replace("{stale}", "m.account_id = ANY($1::text[]) AND m.month = $4")
+        .replace(
+            "{stale}",
+            "m.organization_id = ANY($5::text[]) AND m.account_id = ANY($1::text[]) \
+             AND m.month = $4",
+        )
         .replace("{delta}", "TRUE")
 });
 
@@ -142,14 +149,15 @@ pub async fn run_pending(
         }
         lock_organizations(conn, &marks).await?;
         let mut stats = RollupStats::default();
-        let mut by_month: std::collections::BTreeMap<NaiveDate, Vec<&str>> = Default::default();
+        type Dirty<'a> = (Vec<&'a str>, std::collections::BTreeSet<&'a str>);
+        let mut by_month: std::collections::BTreeMap<NaiveDate, Dirty> = Default::default();
         for mark in &marks {
-            by_month
-                .entry(mark.month)
-                .or_default()
-                .push(mark.account_id.as_str());
+            let (accounts, organizations) = by_month.entry(mark.month).or_default();
+            accounts.push(mark.account_id.as_str());
+            organizations.insert(mark.organization_id.as_str());
         }
-        for (month, accounts) in by_month {
+        for (month, (accounts, organizations)) in by_month {
+            let organizations: Vec<&str> = organizations.into_iter().collect();
             let start = month.and_time(chrono::NaiveTime::MIN).and_utc();
             let end = month
                 .checked_add_months(chrono::Months::new(1))
@@ -161,6 +169,7 @@ pub async fn run_pending(
                 .bind::<Timestamptz, _>(start)
                 .bind::<Timestamptz, _>(end)
                 .bind::<Date, _>(month)
+                .bind::<Array<Text>, _>(&organizations)
                 .get_result::<RollupStats>(conn)
                 .await?;
         }
