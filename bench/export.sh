@@ -40,29 +40,10 @@ RESULTS=${RESULTS:-$ROOT/bench/results/export-$(date -u +%Y-%m-%d).md}
 export OAUTH_DEV_SECRET=bench-secret-bench-secret-bench-secret
 export PGAPPNAME=bench-export
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'bench/export.sh: %s\n' "$*" >&2; exit 1; }
-calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        else if (u != "ms") { print "?"; exit }
-        printf "%.2f", n }'
-}
+source "$ROOT/bench/lib.sh"
 q() { psql -X -q -v ON_ERROR_STOP=1 "$DB" "$@"; }
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v psql >/dev/null || missing+=(postgresql-client)
-command -v jq >/dev/null || missing+=(jq)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    say "installing ${missing[*]} (apt-get)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-        || die "could not install ${missing[*]}; install them and run again"
-fi
+need_tools wrk psql jq curl
 if [[ -z ${BIN:-} ]]; then
     cargo build --release --quiet
     BIN=$ROOT/target/release/usage-api

@@ -55,12 +55,7 @@ WORK=$ROOT/bench/out/read
 export OAUTH_DEV_SECRET=bench-secret-bench-secret-bench-secret
 export PGAPPNAME=bench-read
 
-say() { printf '%s\n' "$*"; }
-step() { printf '\n== %s\n' "$*"; }
-die() { printf 'bench/read.sh: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-# calc EXPR [FORMAT]: awk arithmetic, printed with FORMAT (default %.2f).
-calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
+source "$ROOT/bench/lib.sh"
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 # fmt_rate N: 1234 / 56.7 / 8.91, enough digits for a rate of any size.
 fmt_rate() { awk -v n="$1" 'BEGIN { printf (n >= 100 ? "%.0f" : (n >= 10 ? "%.1f" : "%.2f")), n }'; }
@@ -84,17 +79,7 @@ done
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be an integer (seconds)"
 
 # --- tools --------------------------------------------------------------------------------------
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v pgbench >/dev/null || missing+=(postgresql-client)
-command -v psql >/dev/null || missing+=(postgresql-client)
-command -v jq >/dev/null || missing+=(jq)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    say "installing ${missing[*]} (apt-get)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-        || die "could not install ${missing[*]}; install them and run again"
-fi
+need_tools wrk pgbench psql jq curl
 
 if [[ -n ${BIN:-} ]]; then
     [[ -x $BIN ]] || die "BIN=$BIN is not an executable"
@@ -351,14 +336,6 @@ else
 fi
 
 # --- load ---------------------------------------------------------------------------------------
-# to_ms VALUE: wrk's "812.00us" / "4.21ms" / "1.02s" / "2.00m" in milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        else if (u == "h") n *= 3600000; else if (u != "ms") { print "?"; exit }
-        printf "%.2f", n }'
-}
 declare -A LABEL=(
     [small]="$SMALL, page 1"
     [r-p1]="reseller, page 1"

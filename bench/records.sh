@@ -32,28 +32,8 @@ RESULTS=${RESULTS:-$ROOT/bench/results/records-$(date -u +%Y-%m-%d).md}
 export OAUTH_DEV_SECRET=bench-secret-bench-secret-bench-secret
 export PGAPPNAME=bench-records
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'bench/records.sh: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        else if (u != "ms") { print "?"; exit }
-        printf "%.2f", n }'
-}
-
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v psql >/dev/null || missing+=(postgresql-client)
-command -v jq >/dev/null || missing+=(jq)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    say "installing ${missing[*]} (apt-get)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-        || die "could not install ${missing[*]}; install them and run again"
-fi
+source "$ROOT/bench/lib.sh"
+need_tools wrk psql jq curl
 if [[ -z ${BIN:-} ]]; then
     cargo build --release --quiet
     BIN=$ROOT/target/release/usage-api

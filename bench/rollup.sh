@@ -32,13 +32,10 @@ DB="${SERVER%/*}/usage_api_bench_read"
 RESULTS=${RESULTS:-$ROOT/bench/results/rollup-$(date -u +%Y-%m-%d).md}
 export PGAPPNAME=bench-rollup
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'bench/rollup.sh: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
+source "$ROOT/bench/lib.sh"
 q() { psql -X -q -v ON_ERROR_STOP=1 "$DB" "$@"; }
 
-command -v psql >/dev/null || die "psql is needed (Debian: postgresql-client)"
+need_tools psql
 if [[ -z ${BIN:-} ]]; then
     cargo build --release --quiet
     BIN=$ROOT/target/release/usage-api

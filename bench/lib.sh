@@ -1,0 +1,35 @@
+# The helpers every bench script shares, sourced after `set -euo pipefail`.
+
+say() { printf '%s\n' "$*"; }
+step() { printf '\n== %s\n' "$*"; }
+die() { printf 'bench/%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+# calc EXPR [FORMAT]: awk arithmetic, printed with FORMAT (default %.2f).
+calc() { awk "BEGIN { printf \"${2:-%.2f}\", $1 }"; }
+# median: the median of the numbers on stdin, one per line.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# to_ms VALUE: wrk's "812.00us" / "4.21ms" / "1.02s" / "2.00m" in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        else if (u == "h") n *= 3600000; else if (u != "ms") { print "?"; exit }
+        printf "%.2f", n }'
+}
+
+# need_tools COMMAND…: installs the Debian packages of the missing ones (apt-get).
+need_tools() {
+    local missing=() tool package
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null && continue
+        case $tool in
+            psql | pgbench) package=postgresql-client ;;
+            *) package=$tool ;;
+        esac
+        [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
+    done
+    ((${#missing[@]})) || return 0
+    say "installing ${missing[*]} (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+        || die "could not install ${missing[*]}; install them and run again"
+}
