@@ -107,17 +107,7 @@ counts=$(q -Atc "SELECT string_agg(organization_id || ' ' || n, ', ' ORDER BY or
 say "events: $counts"
 
 # --- server -------------------------------------------------------------------------------------
-server=""
-cleanup() { if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
-trap cleanup EXIT
-env -u RUST_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$DB" \
-    "$BIN" serve --bind "127.0.0.1:$PORT" --db-pool-size "$CONNECTIONS" >"$WORK/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do
-    curl -sf -o /dev/null "$BASE/health/ready" && break
-    sleep 0.1
-done
-curl -sf -o /dev/null "$BASE/health/ready" || die "the server is not ready (log: $WORK/server.log)"
+start_server "$DB" "$PORT" "$CONNECTIONS" "$WORK/server.log"
 rss_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$server/status"; }
 say "server RSS before the exports: $(awk '/^VmRSS/ { print $2 }' "/proc/$server/status") kB"
 

@@ -33,3 +33,19 @@ need_tools() {
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
         || die "could not install ${missing[*]}; install them and run again"
 }
+
+# start_server DB PORT POOL LOG: `$BIN serve` on 127.0.0.1:PORT against DB (no rollup worker, no
+# backtraces), stopped when the script exits; waits until it is ready. Sets $server (its pid).
+start_server() {
+    local db=$1 port=$2 pool=$3 log=$4
+    server=""
+    trap 'if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi' EXIT
+    env -u RUST_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$db" \
+        "$BIN" serve --bind "127.0.0.1:$port" --db-pool-size "$pool" >"$log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 300); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready" && return 0
+        sleep 0.1
+    done
+    die "the server is not ready (log: $log)"
+}

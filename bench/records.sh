@@ -62,17 +62,7 @@ days=$(psql -X -q "$DB" -Atc "SELECT (SELECT count(*) FROM usage_daily) || ' dai
     (SELECT count(*) FROM usage_monthly_totals WHERE organization_id = '$SMALL') || ' $SMALL month rows'")
 say "$days"
 
-server=""
-cleanup() { if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi; }
-trap cleanup EXIT
-env -u RUST_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$DB" \
-    "$BIN" serve --bind "127.0.0.1:$PORT" --db-pool-size "$CONNECTIONS" >"$WORK/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do
-    curl -sf -o /dev/null "$BASE/health/ready" && break
-    sleep 0.1
-done
-curl -sf -o /dev/null "$BASE/health/ready" || die "the server is not ready (log: $WORK/server.log)"
+start_server "$DB" "$PORT" "$CONNECTIONS" "$WORK/server.log"
 
 declare -A P50 RPS COUNT
 rows=()

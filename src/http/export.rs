@@ -176,18 +176,49 @@ where
     response.streaming(body)
 }
 
+/// The future that opens an export's cursor.
+pub type Opening<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = QueryResult<()>> + Send + 'a>>;
+
 /// A list an export reads whole through a database cursor.
 pub trait Source: Send + Sync + 'static {
     type Row: QueryableByName<Pg> + Send + 'static;
 
-    /// Opens the cursor ([`crate::db::cursor::declare`]), inside the export's transaction.
-    fn declare<'a>(
-        &'a self,
-        conn: &'a mut AsyncPgConnection,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = QueryResult<()>> + Send + 'a>>;
+    /// The CSV header row: the record's fields, in order.
+    const CSV_HEADER: &'static [&'static str];
 
-    /// `rows` in `format`, after the CSV header row when `first`.
-    fn encode(&self, format: Format, rows: &[Self::Row], first: bool) -> std::io::Result<Vec<u8>>;
+    /// Opens the cursor ([`crate::db::cursor::declare`]), inside the export's transaction.
+    fn declare<'a>(&'a self, conn: &'a mut AsyncPgConnection) -> Opening<'a>;
+
+    /// `row` as one CSV record, its fields in [`Self::CSV_HEADER`]'s order.
+    fn csv_record(row: &Self::Row, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()>;
+
+    /// `row` as one NDJSON line's object.
+    fn json(row: &Self::Row) -> impl serde::Serialize + '_;
+}
+
+/// `rows` in `format`, after the CSV header row when `first`.
+fn encode<S: Source>(format: Format, rows: &[S::Row], first: bool) -> std::io::Result<Vec<u8>> {
+    match format {
+        Format::Ndjson => {
+            let mut out = Vec::with_capacity(rows.len() * 400);
+            for row in rows {
+                serde_json::to_writer(&mut out, &S::json(row))?;
+                out.push(b'\n');
+            }
+            Ok(out)
+        }
+        Format::Csv => {
+            let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 250));
+            if first {
+                out.write_record(S::CSV_HEADER)?;
+            }
+            for row in rows {
+                S::csv_record(row, &mut out)?;
+            }
+            out.into_inner().map_err(|err| err.into_error())
+        }
+    }
 }
 
 /// The streamed export of `source`, read on `conn` (which the export keeps until it ends).
@@ -216,10 +247,8 @@ enum Batch<R> {
 /// then the transaction and the cursor with it. A body that stops without its end is a broken
 /// transfer, never a short file that looks whole.
 async fn produce<S: Source>(mut conn: DbConn, source: S, format: Format, sink: Sink) {
-    let source = std::sync::Arc::new(source);
     let (batches, mut received) = tokio::sync::mpsc::channel::<Batch<S::Row>>(1);
     let writer = {
-        let source = source.clone();
         tokio::spawn(async move {
             let mut sink = sink;
             let mut first = true;
@@ -231,7 +260,7 @@ async fn produce<S: Source>(mut conn: DbConn, source: S, format: Format, sink: S
                         return;
                     }
                 };
-                let bytes = match source.encode(format, &rows, first) {
+                let bytes = match encode::<S>(format, &rows, first) {
                     Ok(bytes) => bytes,
                     Err(err) => {
                         tracing::warn!(error = %err, "export failed");

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
 use super::cursor;
-use super::export::{self, Format};
+use super::export;
 use super::hal::{Cursors, LinkParams, UsagePage, UsageRecord, HAL_JSON};
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
@@ -428,54 +428,36 @@ const CSV_HEADER: [&str; 15] = [
 
 impl export::Source for Export {
     type Row = MonthlyRow;
+    const CSV_HEADER: &'static [&'static str] = &CSV_HEADER;
 
-    fn declare<'a>(
-        &'a self,
-        conn: &'a mut diesel_async::AsyncPgConnection,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = diesel::QueryResult<()>> + Send + 'a>>
-    {
+    fn declare<'a>(&'a self, conn: &'a mut diesel_async::AsyncPgConnection) -> export::Opening<'a> {
         Box::pin(read::declare_export(conn, &self.organization, &self.query))
     }
 
-    fn encode(&self, format: Format, rows: &[MonthlyRow], first: bool) -> std::io::Result<Vec<u8>> {
-        match format {
-            Format::Ndjson => {
-                let mut out = Vec::with_capacity(rows.len() * 400);
-                for row in rows {
-                    serde_json::to_writer(&mut out, &UsageRecord::bare(row))?;
-                    out.push(b'\n');
-                }
-                Ok(out)
-            }
-            Format::Csv => {
-                let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 250));
-                if first {
-                    out.write_record(CSV_HEADER)?;
-                }
-                for row in rows {
-                    let id = row.id.simple().to_string();
-                    let month = Month::from_date(row.month).to_string();
-                    out.write_record([
-                        id.as_str(),
-                        row.account_id.as_str(),
-                        &row.product_id,
-                        &row.aggr_product_id,
-                        &month,
-                        row.usage_type.as_str(),
-                        &row.description,
-                        &row.currency,
-                        row.direction.map_or("", |d| d.as_str()),
-                        row.resolution.map_or("", |r| r.as_str()),
-                        row.unit.as_str(),
-                        row.price.as_str(),
-                        &row.wallet_name,
-                        row.number_of_units.as_str(),
-                        row.total_amount.as_str(),
-                    ])?;
-                }
-                out.into_inner().map_err(|err| err.into_error())
-            }
-        }
+    fn csv_record(row: &MonthlyRow, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        let id = row.id.simple().to_string();
+        let month = Month::from_date(row.month).to_string();
+        out.write_record([
+            id.as_str(),
+            row.account_id.as_str(),
+            &row.product_id,
+            &row.aggr_product_id,
+            &month,
+            row.usage_type.as_str(),
+            &row.description,
+            &row.currency,
+            row.direction.map_or("", |d| d.as_str()),
+            row.resolution.map_or("", |r| r.as_str()),
+            row.unit.as_str(),
+            row.price.as_str(),
+            &row.wallet_name,
+            row.number_of_units.as_str(),
+            row.total_amount.as_str(),
+        ])
+    }
+
+    fn json(row: &MonthlyRow) -> impl serde::Serialize + '_ {
+        UsageRecord::bare(row)
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::cursor::{self, Binding, Token};
-use super::export::{self, Format};
+use super::export;
 use super::hal::{exact_number, Link, HAL_JSON};
 
 /// `exact_number` for the borrowed amounts of [`WireEvent`].
@@ -434,71 +434,42 @@ const CSV_HEADER: [&str; 18] = [
     "voided_by",
 ];
 
-/// `rows` in `format`, after the header when `first`.
-fn encode(format: Format, rows: &[EventRecord], first: bool) -> std::io::Result<Vec<u8>> {
-    match format {
-        Format::Ndjson => {
-            let mut out = Vec::with_capacity(rows.len() * 400);
-            for row in rows {
-                serde_json::to_writer(&mut out, &WireEvent::new(row))?;
-                out.push(b'\n');
-            }
-            Ok(out)
-        }
-        Format::Csv => {
-            let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 250));
-            if first {
-                out.write_record(CSV_HEADER)?;
-            }
-            for row in rows {
-                let (occurred, ingested) =
-                    (timestamp(&row.occurred_at), timestamp(&row.ingested_at));
-                out.write_record([
-                    row.event_id.as_str(),
-                    &row.account_id,
-                    &row.category,
-                    &row.product_id,
-                    &row.aggr_product_id,
-                    &row.usage_type,
-                    &row.description,
-                    row.direction.as_deref().unwrap_or(""),
-                    row.resolution.as_deref().unwrap_or(""),
-                    &row.unit,
-                    row.quantity.as_str(),
-                    row.unit_price.as_str(),
-                    row.amount.as_str(),
-                    &row.currency,
-                    &row.wallet_name,
-                    &occurred,
-                    &ingested,
-                    row.voided_by.as_deref().unwrap_or(""),
-                ])?;
-            }
-            out.into_inner().map_err(|err| err.into_error())
-        }
-    }
-}
-
 /// The export of one query's events.
 struct Export(Query);
 
 impl export::Source for Export {
     type Row = EventRecord;
+    const CSV_HEADER: &'static [&'static str] = &CSV_HEADER;
 
-    fn declare<'a>(
-        &'a self,
-        conn: &'a mut diesel_async::AsyncPgConnection,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = diesel::QueryResult<()>> + Send + 'a>>
-    {
+    fn declare<'a>(&'a self, conn: &'a mut diesel_async::AsyncPgConnection) -> export::Opening<'a> {
         Box::pin(raw::declare(conn, &self.0))
     }
 
-    fn encode(
-        &self,
-        format: Format,
-        rows: &[EventRecord],
-        first: bool,
-    ) -> std::io::Result<Vec<u8>> {
-        encode(format, rows, first)
+    fn csv_record(row: &EventRecord, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        let (occurred, ingested) = (timestamp(&row.occurred_at), timestamp(&row.ingested_at));
+        out.write_record([
+            row.event_id.as_str(),
+            &row.account_id,
+            &row.category,
+            &row.product_id,
+            &row.aggr_product_id,
+            &row.usage_type,
+            &row.description,
+            row.direction.as_deref().unwrap_or(""),
+            row.resolution.as_deref().unwrap_or(""),
+            &row.unit,
+            row.quantity.as_str(),
+            row.unit_price.as_str(),
+            row.amount.as_str(),
+            &row.currency,
+            &row.wallet_name,
+            &occurred,
+            &ingested,
+            row.voided_by.as_deref().unwrap_or(""),
+        ])
+    }
+
+    fn json(row: &EventRecord) -> impl Serialize + '_ {
+        WireEvent::new(row)
     }
 }

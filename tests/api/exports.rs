@@ -3,8 +3,6 @@
 //! JSON API, CSV parsed back with a real parser (quotes, commas, newlines, unicode), NDJSON line
 //! by line, gzip when asked; the 403 rule and parameter checks as for pages.
 
-use std::io::Read;
-
 use serde_json::Value;
 
 use crate::support::data::{at, dec, event};
@@ -65,38 +63,6 @@ async fn all_pages(app: &TestApp, query: &str) -> (Vec<Value>, String) {
     panic!("more than 50 pages");
 }
 
-/// An export's answer: status, headers, and the body (gunzipped when it was coded).
-struct Exported {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-}
-
-async fn export(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (Exported, String) {
-    let mut request = app
-        .client
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(token("org-a"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    let exported = Exported {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-    };
-    let gzip = exported.headers.get("content-encoding").is_some();
-    let bytes = response.bytes().await.unwrap();
-    let mut text = String::new();
-    if gzip {
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut text)
-            .unwrap();
-    } else {
-        text = String::from_utf8(bytes.to_vec()).unwrap();
-    }
-    (exported, text)
-}
-
 /// A JSON record's value as the CSV writes it: strings as they are, null empty, numbers with
 /// the digits the body carried (found in `texts` right after the record's id).
 fn csv_field(record: &Value, name: &str, texts: &str) -> String {
@@ -132,7 +98,8 @@ async fn month_exports_hold_every_page_in_order_as_csv_and_ndjson() {
                 vec![("Accept-Encoding", "gzip")],
             ),
         ] {
-            let (response, body) = export(&app, &path, &headers).await;
+            let response = app.download(&path, "org-a", &headers).await;
+            let body = &response.body;
             assert_eq!(response.status, 200, "{path}: {body}");
             assert_eq!(response.headers["content-type"], "text/csv; charset=utf-8");
             assert_eq!(
@@ -163,7 +130,10 @@ async fn month_exports_hold_every_page_in_order_as_csv_and_ndjson() {
                 .collect();
             assert_eq!(rows, expected, "{path}");
         }
-        let (response, body) = export(&app, &format!("{LIST}?{query}&format=ndjson"), &[]).await;
+        let response = app
+            .download(&format!("{LIST}?{query}&format=ndjson"), "org-a", &[])
+            .await;
+        let body = &response.body;
         assert_eq!(response.headers["content-type"], "application/x-ndjson");
         let lines: Vec<Value> = body
             .lines()
@@ -186,12 +156,14 @@ async fn month_exports_hold_every_page_in_order_as_csv_and_ndjson() {
 #[actix_web::test]
 async fn month_exports_keep_the_403_rule_and_name_bad_parameters() {
     let app = setup().await;
-    let (response, body) = export(
-        &app,
-        &format!("{LIST}?format=csv&filter=account_id%20eq%20'b1'"),
-        &[],
-    )
-    .await;
+    let response = app
+        .download(
+            &format!("{LIST}?format=csv&filter=account_id%20eq%20'b1'"),
+            "org-a",
+            &[],
+        )
+        .await;
+    let body = &response.body;
     assert_eq!(response.status, 403, "{body}");
     assert!(body.contains("forbidden_accounts"));
     let reply = app
@@ -200,12 +172,13 @@ async fn month_exports_keep_the_403_rule_and_name_bad_parameters() {
     assert_eq!(reply.status, 400);
     assert_eq!(reply.field_names(), ["format", "per_page"]);
     // An organization without usage exports a header row only.
-    let (response, body) = export(
-        &app,
-        &format!("{LIST}?format=csv&filter=month%20eq%20'1999-01'"),
-        &[],
-    )
-    .await;
+    let response = app
+        .download(
+            &format!("{LIST}?format=csv&filter=month%20eq%20'1999-01'"),
+            "org-a",
+            &[],
+        )
+        .await;
     assert_eq!(response.status, 200);
-    assert_eq!(body.lines().count(), 1);
+    assert_eq!(response.body.lines().count(), 1);
 }

@@ -25,11 +25,10 @@ fn migrate_some(url: &str, count: usize) {
     .unwrap();
 }
 
-#[actix_web::test]
-async fn existing_events_ids_voids_and_marks_take_their_accounts_organization() {
-    // A fresh schema, migrated only up to the global ledger (migrations 1 to 3)…
-    let app = TestApp::spawn().await;
-    let schema = format!("{}_old", app.db.schema());
+/// A new, empty schema beside the app's (named after it, with `suffix`): its name, a database
+/// URL that works in it, and a connection to drop it with afterwards.
+async fn schema_beside(app: &TestApp, suffix: &str) -> (String, String, AsyncPgConnection) {
+    let schema = format!("{}_{suffix}", app.db.schema());
     let url = app.db.url.replace(
         &format!("search_path%3D{}", app.db.schema()),
         &format!("search_path%3D{schema}"),
@@ -39,6 +38,14 @@ async fn existing_events_ids_voids_and_marks_take_their_accounts_organization() 
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
         .unwrap();
+    (schema, url, admin)
+}
+
+#[actix_web::test]
+async fn existing_events_ids_voids_and_marks_take_their_accounts_organization() {
+    // A fresh schema, migrated only up to the global ledger (migrations 1 to 3)…
+    let app = TestApp::spawn().await;
+    let (schema, url, mut admin) = schema_beside(&app, "old").await;
     migrate_some(&url, 3);
     let mut old = crate::support::db::connect(&url).await;
     // …with data in the old shape: one event id used once, a void, a pending mark.
@@ -132,16 +139,7 @@ async fn existing_events_ids_voids_and_marks_take_their_accounts_organization() 
 #[actix_web::test]
 async fn migration_6_sums_the_existing_days_into_organization_months() {
     let app = TestApp::spawn().await;
-    let schema = format!("{}_m6", app.db.schema());
-    let url = app.db.url.replace(
-        &format!("search_path%3D{}", app.db.schema()),
-        &format!("search_path%3D{schema}"),
-    );
-    let mut admin = app.conn().await;
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    let (schema, url, mut admin) = schema_beside(&app, "m6").await;
     migrate_some(&url, 5);
     let mut old = crate::support::db::connect(&url).await;
     // Days as migration 5's rollup leaves them: a month boundary, two currencies, a day whose

@@ -3,8 +3,6 @@
 //! `prev` walks back; every filter; voids hidden and shown; exports (CSV parsed back with a real
 //! CSV parser, NDJSON, gzip) equal the pages; a client that goes away stops the database work.
 
-use std::io::Read;
-
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -353,18 +351,6 @@ async fn bad_parameters_are_all_named_and_cursors_are_bound_to_their_query() {
     assert_eq!(reply.status, 403);
 }
 
-/// GET `path` with headers, the raw response.
-async fn raw_get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = app
-        .client
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(token("org-a"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
 #[actix_web::test]
 async fn exports_hold_the_whole_result_as_csv_and_ndjson_gzip_or_not() {
     let Setup { app, org_a } = setup().await;
@@ -398,22 +384,15 @@ async fn exports_hold_the_whole_result_as_csv_and_ndjson_gzip_or_not() {
             true,
         ),
     ] {
-        let response = raw_get(&app, path, &headers).await;
-        assert_eq!(response.status(), 200, "{path}");
+        let response = app.download(path, "org-a", &headers).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(response.headers["content-type"], "text/csv; charset=utf-8");
         assert_eq!(
-            response.headers()["content-type"],
-            "text/csv; charset=utf-8"
-        );
-        assert_eq!(
-            response.headers()["content-disposition"],
+            response.headers["content-disposition"],
             "attachment; filename=\"usage-events.csv\""
         );
-        assert_eq!(
-            response.headers().get("content-encoding").is_some(),
-            gzip,
-            "{path}"
-        );
-        let body = body_of(response, gzip).await;
+        assert_eq!(response.gzipped, gzip, "{path}");
+        let body = response.body;
         let mut reader = csv::Reader::from_reader(body.as_bytes());
         let header: Vec<String> = reader
             .headers()
@@ -451,10 +430,11 @@ async fn exports_hold_the_whole_result_as_csv_and_ndjson_gzip_or_not() {
             true,
         ),
     ] {
-        let response = raw_get(&app, path, &headers).await;
-        assert_eq!(response.status(), 200, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-        let body = body_of(response, gzip).await;
+        let response = app.download(path, "org-a", &headers).await;
+        assert_eq!(response.status, 200, "{path}");
+        assert_eq!(response.headers["content-type"], "application/x-ndjson");
+        assert_eq!(response.gzipped, gzip, "{path}");
+        let body = response.body;
         let rows: Vec<Vec<String>> = body
             .lines()
             .map(|line| json_row(&serde_json::from_str(line).unwrap(), line))
@@ -462,27 +442,22 @@ async fn exports_hold_the_whole_result_as_csv_and_ndjson_gzip_or_not() {
         assert_eq!(rows, want, "{path}");
     }
     // format=json wins over Accept; the 403 rule holds for exports too.
-    let response = raw_get(
-        &app,
-        "/express/usage/events?format=json",
-        &[("Accept", "text/csv")],
-    )
-    .await;
-    assert_eq!(response.headers()["content-type"], "application/hal+json");
-    let response = raw_get(&app, "/express/usage/events?account_id=b1&format=csv", &[]).await;
-    assert_eq!(response.status(), 403);
-}
-
-async fn body_of(response: reqwest::Response, gzip: bool) -> String {
-    let bytes = response.bytes().await.unwrap();
-    if !gzip {
-        return String::from_utf8(bytes.to_vec()).unwrap();
-    }
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .read_to_string(&mut text)
-        .unwrap();
-    text
+    let response = app
+        .download(
+            "/express/usage/events?format=json",
+            "org-a",
+            &[("Accept", "text/csv")],
+        )
+        .await;
+    assert_eq!(response.headers["content-type"], "application/hal+json");
+    let response = app
+        .download(
+            "/express/usage/events?account_id=b1&format=csv",
+            "org-a",
+            &[],
+        )
+        .await;
+    assert_eq!(response.status, 403);
 }
 
 /// Backends of this database still working on (or holding open) an export's cursor.

@@ -95,6 +95,16 @@ impl Reply {
     }
 }
 
+/// An answer read whole as text (see [`TestApp::download`]).
+#[derive(Debug)]
+pub struct Download {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// Whether the body came gzip-coded.
+    pub gzipped: bool,
+    pub body: String,
+}
+
 pub struct Options {
     /// JWKS fetches unknown key ids may cause per minute.
     pub jwks_refreshes_per_minute: u32,
@@ -245,6 +255,37 @@ impl TestApp {
             .strip_prefix(PUBLIC_URL)
             .unwrap_or_else(|| panic!("link {href} is not built on {PUBLIC_URL}"));
         self.get(rest, token).await
+    }
+
+    /// GET `path` as `org` with extra headers, the body read whole as text (gunzipped when the
+    /// answer is gzip-coded): for exports, which are not JSON.
+    pub async fn download(&self, path: &str, org: &str, headers: &[(&str, &str)]) -> Download {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(tokens::token(org));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let gzipped = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+        let body = if gzipped {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .unwrap();
+            text
+        } else {
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        Download {
+            status,
+            headers,
+            gzipped,
+            body,
+        }
     }
 
     pub async fn conn(&self) -> AsyncPgConnection {
