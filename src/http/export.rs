@@ -1,23 +1,24 @@
 //! Exports (DESIGN §2 "Exports"): a list's whole filtered, ordered result as CSV (RFC 4180, a
 //! header row) or NDJSON, streamed as the database yields it.
 //!
-//! A producer task owns a database connection and sends chunks through a channel of
-//! [`IN_FLIGHT`] chunks: it reads the next batch only when the client has taken enough of the
-//! last, so the server holds a few chunks whatever the export's size. When the client goes
-//! away, the response body (the channel's receiver) is dropped, the producer's next send fails
-//! and it stops: its transaction ends and the database does no more work for it. Compressed
-//! with gzip (fast level) when the client accepts it.
+//! Two tasks per export. The reader owns a database connection and, in one read-only
+//! transaction, fetches a cursor's batches and hands each to the writer (a channel of one
+//! batch). The writer encodes (and gzips, at the fast level, when the client accepts it) and
+//! sends chunks to the response body (a channel of [`IN_FLIGHT`] chunks). The database thus reads
+//! batch n + 1 while batch n is written, and nothing runs further ahead of the client than a
+//! batch and a few chunks, whatever the export's size. When the client goes away, the body is
+//! dropped, the writer's next send fails and it ends, then the reader's next hand-over fails
+//! and its transaction ends, and with it the cursor: the database does no more work for it.
 
 use std::io::Write;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-
 use diesel::pg::Pg;
 use diesel::{QueryResult, QueryableByName};
 use diesel_async::AsyncPgConnection;
+use flate2::write::GzEncoder;
 
 use crate::db::pool::DbConn;
 use crate::error::FieldError;
