@@ -174,12 +174,9 @@ for org in big small; do
     for page in 1 200; do
         url=$first
         [[ $page == 200 ]] && url=$href
-        wrk -t2 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer $token" "$url" >/dev/null
-        out="$WORK/wrk-$org-$page.txt"
-        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$url" >"$out"
-        ! grep -q "Non-2xx" "$out" || die "errors under load: $out"
-        P50[$org-$page]=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
-        RPS[$org-$page]=$(awk '/Requests\/sec/ { print $2 }' "$out")
+        wrk_p50 "$org-$page" "$url" "$token"
+        P50[$org-$page]=$WRK_P50
+        RPS[$org-$page]=$WRK_RPS
         say "$org page $page: ${RPS[$org-$page]} req/s, p50 ${P50[$org-$page]} ms"
     done
 done

@@ -49,3 +49,15 @@ start_server() {
     done
     die "the server is not ready (log: $log)"
 }
+
+# wrk_p50 NAME URL TOKEN: a 2 s warm-up, then wrk -t2 -c$CONNECTIONS -d$DURATION s with a bearer
+# token; any non-2xx answer stops the script. Sets WRK_P50 (ms) and WRK_RPS; keeps wrk's output
+# in $WORK/wrk-NAME.txt.
+wrk_p50() {
+    local name=$1 url=$2 token=$3 out="$WORK/wrk-$1.txt"
+    wrk -t2 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer $token" "$url" >/dev/null
+    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$url" >"$out"
+    ! grep -q "Non-2xx" "$out" || die "errors under load: $out"
+    WRK_P50=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
+    WRK_RPS=$(awk '/Requests\/sec/ { print $2 }' "$out")
+}

@@ -73,12 +73,9 @@ for sub in Yearly Monthly AllTime; do
         code=$(curl -s -o "$WORK/$org-$sub.json" -w '%{http_code}' -H "Authorization: Bearer $token" "$url")
         [[ $code == 200 ]] || die "GET $url answered $code: $(head -c 300 "$WORK/$org-$sub.json")"
         COUNT[$org-$sub]=$(jq '.usage_records | length' "$WORK/$org-$sub.json")
-        wrk -t2 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer $token" "$url" >/dev/null
-        out="$WORK/wrk-$org-$sub.txt"
-        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "$url" >"$out"
-        ! grep -q "Non-2xx" "$out" || die "errors under load: $out"
-        P50[$org-$sub]=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
-        RPS[$org-$sub]=$(awk '/Requests\/sec/ { print $2 }' "$out")
+        wrk_p50 "$org-$sub" "$url" "$token"
+        P50[$org-$sub]=$WRK_P50
+        RPS[$org-$sub]=$WRK_RPS
         say "$sub $org: ${RPS[$org-$sub]} req/s, p50 ${P50[$org-$sub]} ms (${COUNT[$org-$sub]} records on the page)"
     done
     ratio=$(calc "${P50[reseller-$sub]} / ${P50[$SMALL-$sub]}" %.2f)
