@@ -33,10 +33,29 @@ static FULL: LazyLock<String> = LazyLock::new(|| {
         .replace("{delta}", "FALSE")
 });
 
-/// A full rebuild's organization-wide days and months: recomputed whole from usage_daily (rows
-/// that did not change are not rewritten; days and months left with no event go). Two
-/// statements, hence `batch_execute`.
-const FULL_TOTALS: &str = include_str!("totals.sql");
+/// A full rebuild's organization-wide days and months: recomputed whole, the days from
+/// usage_daily, then the months from those days (rows that did not change are not rewritten;
+/// days and months left with no event go). Two statements of one template, hence
+/// `batch_execute`.
+static FULL_TOTALS: LazyLock<String> = LazyLock::new(|| {
+    let totals = |table: &str, source: &str, period: &str, period_of: &str| {
+        include_str!("totals.sql")
+            .replace("{table}", table)
+            .replace("{source}", source)
+            .replace("{period_of}", period_of)
+            .replace("{period}", period)
+    };
+    [
+        totals("usage_daily_totals", "usage_daily", "day", "day"),
+        totals(
+            "usage_monthly_totals",
+            "usage_daily_totals",
+            "month",
+            "date_trunc('month', day)::date",
+        ),
+    ]
+    .join(";\n")
+});
 
 /// $1 the dirty accounts, $2 and $3 the month's bounds, $4 the month, $5 the accounts'
 /// organizations (account ids are unique, so they only let the aggregates be found through
@@ -117,7 +136,7 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
         let stats = diesel::sql_query(FULL.as_str())
             .get_result::<RollupStats>(conn)
             .await?;
-        conn.batch_execute(FULL_TOTALS).await?;
+        conn.batch_execute(&FULL_TOTALS).await?;
         finish(conn, &marks, true).await?;
         Ok(stats)
     })

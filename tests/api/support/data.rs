@@ -71,3 +71,19 @@ pub fn category_of(e: &NewEvent) -> &'static str {
         (UsageType::Other, _) => "other",
     }
 }
+
+/// A CSV body read with a real CSV parser: its header row and every record, as text.
+pub fn csv_table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|row| row.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    (header, rows)
+}
