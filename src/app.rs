@@ -10,6 +10,8 @@ use crate::auth::Verifier;
 use crate::db::DbPool;
 use crate::usage::read::cache::ReadCache;
 use crate::usage::records::catalogue::Catalogue;
+use crate::usage::triggers::callback::CallbackPolicy;
+use crate::usage::triggers::deliver::Settings;
 
 /// Built once, shared by every worker. Everything in it is either configuration or a cache
 /// keyed by data version, so replicas stay interchangeable.
@@ -34,6 +36,12 @@ pub struct AppState {
     pub max_event_age_days: u32,
     /// `USAGE_API_IDEMPOTENCY_TTL_HOURS`.
     pub idempotency_ttl: chrono::Duration,
+    /// Where trigger callbacks may point (`USAGE_API_WEBHOOK_ALLOW_HOSTS`).
+    pub callbacks: Arc<CallbackPolicy>,
+    /// How this replica delivers webhooks; `None`: it does not.
+    pub deliveries: Option<Settings>,
+    /// Wakes the delivery worker when a rollup fired triggers.
+    pub fired: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -49,6 +57,9 @@ impl AppState {
             catalogue: Default::default(),
             max_event_age_days: crate::usage::write::event::DEFAULT_MAX_AGE_DAYS,
             idempotency_ttl: chrono::Duration::hours(24),
+            callbacks: Arc::default(),
+            deliveries: None,
+            fired: Arc::default(),
         }
     }
 

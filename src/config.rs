@@ -18,6 +18,12 @@
 //! | `DATABASE_READ_URL` | — | a streaming standby for the read API |
 //! | `USAGE_API_MAX_EVENT_AGE_DAYS` | `3650` | oldest `occurred_at` accepted (`serve`, `ingest`) |
 //! | `USAGE_API_IDEMPOTENCY_TTL_HOURS` | `24` | how long an `Idempotency-Key` answer is kept |
+//! | `USAGE_API_WEBHOOK_ALLOW_HOSTS` | — | callback hosts allowed although loopback/private (then http too) |
+//! | `USAGE_API_WEBHOOK_CONCURRENCY` | `16` | webhook deliveries in flight per replica (0: none) |
+//! | `USAGE_API_WEBHOOK_TIMEOUT_MS` | `5000` | a delivery's timeout |
+//! | `USAGE_API_WEBHOOK_BACKOFF_MS` | `10000` | first retry's delay (then doubling to 1 h, jittered) |
+//! | `USAGE_API_WEBHOOK_RETRY_SECS` | `86400` | how long a delivery is retried before it is `failed` |
+//! | `USAGE_API_WEBHOOK_POLL_MS` | `1000` | how often the outbox is looked at when nothing wakes the worker |
 //!
 //! `DATABASE_URL` (and `DATABASE_READ_URL`) take libpq's `sslmode` (`disable`, `prefer`,
 //! `require`, `verify-ca`, `verify-full`) and `sslrootcert`: see `db::connect`.
@@ -121,6 +127,41 @@ pub struct RollupArgs {
     /// How often the server rolls up dirty groups, in milliseconds (0 disables the worker).
     #[arg(long, env = "USAGE_API_ROLLUP_INTERVAL_MS", default_value_t = 500)]
     pub rollup_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Callback hosts allowed although loopback or private (and then over http too), comma
+    /// separated: host names or addresses as written in URLs (development and tests).
+    #[arg(long, env = "USAGE_API_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub webhook_allow_hosts: Vec<String>,
+    /// Webhook deliveries one replica makes at once (0: this replica delivers none).
+    #[arg(long, env = "USAGE_API_WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub webhook_concurrency: u16,
+    /// A delivery's timeout, in milliseconds.
+    #[arg(long, env = "USAGE_API_WEBHOOK_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub webhook_timeout_ms: u64,
+    /// The first retry's delay, in milliseconds (each later one doubles, up to an hour, jittered).
+    #[arg(long, env = "USAGE_API_WEBHOOK_BACKOFF_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub webhook_backoff_ms: u64,
+    /// How long after a firing its delivery is retried, in seconds; then it is `failed`.
+    #[arg(long, env = "USAGE_API_WEBHOOK_RETRY_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub webhook_retry_secs: u64,
+    /// How often the outbox is looked at when nothing wakes the worker, in milliseconds.
+    #[arg(long, env = "USAGE_API_WEBHOOK_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub webhook_poll_ms: u64,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> crate::usage::triggers::deliver::Settings {
+        crate::usage::triggers::deliver::Settings {
+            concurrency: usize::from(self.webhook_concurrency),
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            backoff: Duration::from_millis(self.webhook_backoff_ms),
+            retry_window: Duration::from_secs(self.webhook_retry_secs),
+            poll: Duration::from_millis(self.webhook_poll_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,7 +13,9 @@ use rust_decimal::Decimal;
 
 use super::serve;
 use crate::auth::{dev, READ_SCOPE};
-use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
+use crate::config::{
+    AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs, WebhookArgs,
+};
 use crate::usage::accounts::{self, NewAccount};
 use crate::usage::model::{Direction, Resolution, Unit, UsageType};
 use crate::usage::rollup;
@@ -33,6 +35,8 @@ pub struct DemoArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub rollup: RollupArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// Load the data and print the token, but do not start the server.
     #[arg(long)]
     pub no_serve: bool,
@@ -198,6 +202,7 @@ pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
         &args.auth,
         &EventArgs::default(),
         &IdempotencyArgs::default(),
+        &args.webhooks,
     )?;
     let base = state.public_url.clone();
     println!("usage-api demo: organization '{DEMO_ORG}' with 5 accounts, a year of usage ({new} new events, {existing} already loaded).");

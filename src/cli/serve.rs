@@ -9,10 +9,14 @@ use clap::Args;
 
 use crate::app::AppState;
 use crate::auth::Verifier;
-use crate::config::{AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs};
+use crate::config::{
+    AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs, WebhookArgs,
+};
 use crate::db::{self, pool};
 use crate::http::app;
 use crate::usage::rollup;
+use crate::usage::triggers::callback::CallbackPolicy;
+use crate::usage::triggers::deliver;
 use crate::usage::write::idempotency;
 
 #[derive(Debug, Args)]
@@ -29,6 +33,8 @@ pub struct ServeArgs {
     pub events: EventArgs,
     #[command(flatten)]
     pub idempotency: IdempotencyArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// Do not apply pending migrations at startup.
     #[arg(long)]
     pub no_migrate: bool,
@@ -41,6 +47,7 @@ pub fn state(
     auth: &AuthArgs,
     events: &EventArgs,
     idempotency: &IdempotencyArgs,
+    webhooks: &WebhookArgs,
 ) -> anyhow::Result<web::Data<AppState>> {
     let mut state = AppState::new(
         pool::build(&db.database_url, &db.pool_options())?,
@@ -54,6 +61,8 @@ pub fn state(
         .transpose()?;
     state.max_event_age_days = events.max_event_age_days;
     state.idempotency_ttl = chrono::Duration::hours(i64::from(idempotency.idempotency_ttl_hours));
+    state.callbacks = std::sync::Arc::new(CallbackPolicy::new(&webhooks.webhook_allow_hosts));
+    state.deliveries = Some(webhooks.settings());
     Ok(web::Data::new(state))
 }
 
@@ -67,6 +76,7 @@ pub fn start_rollup(state: &web::Data<AppState>, args: &RollupArgs) {
         state.pool.clone(),
         interval,
         state.rollup_wake.clone(),
+        state.fired.clone(),
     ));
 }
 
@@ -74,8 +84,8 @@ pub fn start_rollup(state: &web::Data<AppState>, args: &RollupArgs) {
 const KEY_CLEANING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Starts serving `state` on an already bound listener, with the workers every replica runs
-/// beside its requests: the issuer's keys kept loaded (fetched at once), and expired
-/// `Idempotency-Key` answers deleted.
+/// beside its requests: the issuer's keys kept loaded (fetched at once), expired
+/// `Idempotency-Key` answers deleted, and webhook deliveries (when `state.deliveries` is set).
 pub fn start(
     state: web::Data<AppState>,
     listener: TcpListener,
@@ -85,6 +95,14 @@ pub fn start(
     actix_web::rt::spawn(async move { keys.verifier.refresh_keys_forever().await });
     let cleaner = state.clone();
     actix_web::rt::spawn(async move { clean_idempotency_keys(cleaner).await });
+    if let Some(settings) = state.deliveries.clone().filter(|s| s.concurrency > 0) {
+        actix_web::rt::spawn(deliver::run_forever(
+            state.pool.clone(),
+            state.callbacks.clone(),
+            settings,
+            state.fired.clone(),
+        ));
+    }
     Ok(HttpServer::new(move || app(state.clone()))
         .workers(workers)
         .shutdown_timeout(10)
@@ -123,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         &args.auth,
         &args.events,
         &args.idempotency,
+        &args.webhooks,
     )?;
     let listener = TcpListener::bind(&args.http.bind)
         .with_context(|| format!("binding {}", args.http.bind))?;

@@ -160,6 +160,55 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_trigger_attempts (organization_id, trigger_sid, period_start, attempt) {
+        organization_id -> Text,
+        trigger_sid -> Text,
+        period_start -> Date,
+        attempt -> Int4,
+        started_at -> Timestamptz,
+        duration_ms -> Int4,
+        outcome -> Text,
+        response_status -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    usage_trigger_firings (organization_id, trigger_sid, period_start) {
+        organization_id -> Text,
+        trigger_sid -> Text,
+        period_start -> Date,
+        fired_at -> Timestamptz,
+        current_value -> Numeric,
+        state -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    usage_triggers (organization_id, sid) {
+        organization_id -> Text,
+        sid -> Text,
+        account_sid -> Text,
+        account_id -> Nullable<Text>,
+        api_version -> Text,
+        friendly_name -> Nullable<Text>,
+        callback_url -> Text,
+        callback_method -> Text,
+        recurring -> Nullable<Text>,
+        trigger_by -> Text,
+        price_unit -> Text,
+        usage_category -> Text,
+        trigger_value -> Numeric,
+        secret -> Bytea,
+        date_created -> Timestamptz,
+        date_updated -> Timestamptz,
+        date_fired -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     usage_voids (organization_id, event_id) {
         event_id -> Text,
         voided_event_id -> Text,
@@ -171,6 +220,7 @@ diesel::table! {
 }
 
 diesel::joinable!(accounts -> organizations (organization_id));
+diesel::joinable!(usage_triggers -> usage_categories (usage_category));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -186,5 +236,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_events,
     usage_monthly,
     usage_monthly_totals,
+    usage_trigger_attempts,
+    usage_trigger_firings,
+    usage_triggers,
     usage_voids,
 );

@@ -11,4 +11,5 @@ pub mod raw;
 pub mod read;
 pub mod records;
 pub mod rollup;
+pub mod triggers;
 pub mod write;

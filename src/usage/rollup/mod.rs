@@ -16,6 +16,8 @@ use diesel::sql_types::{Array, BigInt, Date, Text, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
+use super::triggers;
+
 /// Arbitrary, fixed first key of the advisory lock between incremental runs (shared) and full
 /// rebuilds (exclusive). The second key is the schema's (`hashtext(current_schema())`):
 /// advisory locks are database-wide, and deployments (or tests) in other schemas of the same
@@ -80,20 +82,43 @@ static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
         .replace("{delta}", "TRUE")
 });
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, QueryableByName)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RollupStats {
     /// Aggregates recomputed.
-    #[diesel(sql_type = BigInt)]
     pub groups: i64,
     /// Aggregates inserted or changed.
-    #[diesel(sql_type = BigInt)]
     pub changed: i64,
     /// Aggregates removed (their events were voided or their account is gone).
-    #[diesel(sql_type = BigInt)]
     pub removed: i64,
     /// Daily aggregates (usage_daily) inserted, changed or removed.
-    #[diesel(sql_type = BigInt)]
     pub days_changed: i64,
+    /// Usage triggers fired (their deliveries are pending in the outbox).
+    pub fired: i64,
+}
+
+/// What one statement of rollup.sql reports.
+#[derive(QueryableByName)]
+struct Counts {
+    #[diesel(sql_type = BigInt)]
+    groups: i64,
+    #[diesel(sql_type = BigInt)]
+    changed: i64,
+    #[diesel(sql_type = BigInt)]
+    removed: i64,
+    #[diesel(sql_type = BigInt)]
+    days_changed: i64,
+}
+
+impl From<Counts> for RollupStats {
+    fn from(c: Counts) -> Self {
+        RollupStats {
+            groups: c.groups,
+            changed: c.changed,
+            removed: c.removed,
+            days_changed: c.days_changed,
+            fired: 0,
+        }
+    }
 }
 
 impl std::ops::AddAssign for RollupStats {
@@ -102,6 +127,7 @@ impl std::ops::AddAssign for RollupStats {
         self.changed += other.changed;
         self.removed += other.removed;
         self.days_changed += other.days_changed;
+        self.fired += other.fired;
     }
 }
 
@@ -133,10 +159,12 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
             )
                 .load(conn)
                 .await?;
-        let stats = diesel::sql_query(FULL.as_str())
-            .get_result::<RollupStats>(conn)
-            .await?;
+        let mut stats: RollupStats = diesel::sql_query(FULL.as_str())
+            .get_result::<Counts>(conn)
+            .await?
+            .into();
         conn.batch_execute(&FULL_TOTALS).await?;
+        stats.fired = triggers::evaluate_all(conn).await?;
         finish(conn, &marks, true).await?;
         Ok(stats)
     })
@@ -189,9 +217,20 @@ pub async fn run_pending(
                 .bind::<Timestamptz, _>(end)
                 .bind::<Date, _>(month)
                 .bind::<Array<Text>, _>(&organizations)
-                .get_result::<RollupStats>(conn)
-                .await?;
+                .get_result::<Counts>(conn)
+                .await?
+                .into();
         }
+        // The triggers these groups may have crossed fire with the aggregates that crossed them.
+        stats.fired = triggers::evaluate(
+            conn,
+            &triggers::Touched {
+                organizations: marks.iter().map(|m| m.organization_id.as_str()).collect(),
+                accounts: marks.iter().map(|m| m.account_id.as_str()).collect(),
+                months: marks.iter().map(|m| m.month).collect(),
+            },
+        )
+        .await?;
         finish(conn, &marks, false).await?;
         Ok((marks.len(), stats))
     })
@@ -285,11 +324,13 @@ async fn prepare_months(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()>
 }
 
 /// The server's rollup worker: runs incremental batches whenever woken (an ingest just
-/// committed) or every `interval`, forever. Errors are logged and retried on the next tick.
+/// committed) or every `interval`, forever, and wakes the webhook deliveries (`fired`) when
+/// triggers fired. Errors are logged and retried on the next tick.
 pub async fn run_forever(
     pool: crate::db::DbPool,
     interval: std::time::Duration,
     wake: std::sync::Arc<tokio::sync::Notify>,
+    fired: std::sync::Arc<tokio::sync::Notify>,
 ) {
     loop {
         match pool.get().await {
@@ -304,8 +345,12 @@ pub async fn run_forever(
                         groups = stats.groups,
                         changed = stats.changed,
                         removed = stats.removed,
+                        fired = stats.fired,
                         "rollup"
                     );
+                    if stats.fired > 0 {
+                        fired.notify_one();
+                    }
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "rollup failed; retrying"),
