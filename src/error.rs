@@ -53,8 +53,12 @@ pub enum ApiError {
     /// The body is larger (in bytes or events) than the operation accepts.
     #[error("payload too large")]
     PayloadTooLarge(String),
+    /// With what the operation reads, in a sentence ("Send …").
     #[error("unsupported media type")]
-    UnsupportedMediaType,
+    UnsupportedMediaType(&'static str),
+    /// The organization keeps as many of these resources as it may.
+    #[error("limit reached")]
+    LimitReached(String),
     /// The Idempotency-Key was used before with a different request.
     #[error("idempotency key reused")]
     IdempotencyKeyReused,
@@ -96,6 +100,7 @@ impl ApiError {
         "invalid_body",
         "payload_too_large",
         "unsupported_media_type",
+        "limit_reached",
         "idempotency_key_reused",
         "not_found",
         "method_not_allowed",
@@ -119,7 +124,8 @@ impl ApiError {
             Self::ForbiddenAccounts(_) => "forbidden_accounts",
             Self::InvalidBody(_) => "invalid_body",
             Self::PayloadTooLarge(_) => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::LimitReached(_) => "limit_reached",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -145,7 +151,8 @@ impl ApiError {
             }
             Self::InvalidBody(_) => "The request body is invalid.",
             Self::PayloadTooLarge(_) => "The request body is too large.",
-            Self::UnsupportedMediaType => "The request body's media type is not supported.",
+            Self::UnsupportedMediaType(_) => "The request body's media type is not supported.",
+            Self::LimitReached(_) => "The organization has reached a limit.",
             Self::IdempotencyKeyReused => {
                 "This Idempotency-Key was already used for a different request."
             }
@@ -177,9 +184,8 @@ impl ApiError {
                                            owning the current authentication token."
                 .to_owned(),
             Self::InvalidBody(reason) | Self::PayloadTooLarge(reason) => reason.clone(),
-            Self::UnsupportedMediaType => "Send application/json (an array of events) or \
-                                           application/x-ndjson (one event per line)."
-                .to_owned(),
+            Self::UnsupportedMediaType(what) => (*what).to_owned(),
+            Self::LimitReached(reason) => reason.clone(),
             Self::IdempotencyKeyReused => "Use a new key for a new request; a repeated request \
                                            must be byte-for-byte the same to be replayed."
                 .to_owned(),
@@ -306,7 +312,8 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::LimitReached(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope { .. } | Self::ForbiddenAccounts(_) => StatusCode::FORBIDDEN,
@@ -383,7 +390,8 @@ mod tests {
             ApiError::ForbiddenAccounts(vec!["a".into()]),
             ApiError::InvalidBody("x".into()),
             ApiError::PayloadTooLarge("x".into()),
-            ApiError::UnsupportedMediaType,
+            ApiError::UnsupportedMediaType("x"),
+            ApiError::LimitReached("x".into()),
             ApiError::IdempotencyKeyReused,
             ApiError::NotFound,
             ApiError::MethodNotAllowed("GET"),

@@ -5,5 +5,5 @@ pub mod jwks;
 pub mod principal;
 pub mod verifier;
 
-pub use principal::{READ_SCOPE, WRITE_SCOPE};
+pub use principal::{READ_SCOPE, TRIGGERS_SCOPE, WRITE_SCOPE};
 pub use verifier::{Principal, Verifier};

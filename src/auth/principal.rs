@@ -15,6 +15,8 @@ use crate::error::ApiError;
 pub const READ_SCOPE: &str = "express-accounts-usage:read";
 /// Scope needed to send usage events.
 pub const WRITE_SCOPE: &str = "express-accounts-usage:write";
+/// Scope needed to manage usage triggers and read their deliveries.
+pub const TRIGGERS_SCOPE: &str = "express-accounts-usage:triggers";
 
 impl Principal {
     /// 403 `insufficient_scope` unless the token carries `scope`.

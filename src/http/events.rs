@@ -55,7 +55,10 @@ fn body_format(req: &HttpRequest, body: &[u8]) -> ApiResult<BodyFormat> {
         | "application/ndjson"
         | "application/jsonl"
         | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
-        _ => Err(ApiError::UnsupportedMediaType),
+        _ => Err(ApiError::UnsupportedMediaType(
+            "Send application/json (an array of events) or application/x-ndjson (one event per \
+             line).",
+        )),
     }
 }
 

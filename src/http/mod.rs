@@ -11,6 +11,7 @@ pub mod raw;
 pub mod records;
 pub mod request_id;
 pub mod routes;
+pub mod triggers;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};

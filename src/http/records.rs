@@ -244,12 +244,12 @@ impl Target {
     }
 }
 
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// `path?name=value&…`, each value percent-encoded.
-fn uri(path: &str, pairs: &[(&str, &str)]) -> String {
+pub(super) fn uri(path: &str, pairs: &[(&str, &str)]) -> String {
     let query: Vec<String> = pairs
         .iter()
         .map(|(name, value)| format!("{name}={}", encode(value)))

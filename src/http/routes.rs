@@ -3,7 +3,7 @@
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
-use super::{categories, events, health, monthly, raw, records};
+use super::{categories, events, health, monthly, raw, records, triggers};
 use crate::error::ApiError;
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -16,6 +16,10 @@ async fn only_get() -> Result<HttpResponse, ApiError> {
 
 async fn get_or_post() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed("GET, POST"))
+}
+
+async fn get_post_or_delete() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed("GET, POST, DELETE"))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -44,6 +48,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource(records::PATH)
             .wrap(from_fn(records::with_status))
             .route(web::get().to(records::list))
+            .default_service(web::to(only_get)),
+    )
+    .service(
+        web::resource(triggers::PATH)
+            .wrap(from_fn(records::with_status))
+            .app_data(web::PayloadConfig::new(triggers::MAX_BODY_BYTES))
+            .route(web::get().to(triggers::handle))
+            .route(web::post().to(triggers::handle))
+            .route(web::delete().to(triggers::handle))
+            .default_service(web::to(get_post_or_delete)),
+    )
+    .service(
+        web::resource(triggers::DELIVERIES_PATH)
+            .route(web::get().to(triggers::deliveries))
             .default_service(web::to(only_get)),
     )
     .service(web::resource("/health/live").route(web::get().to(health::live)))

@@ -26,3 +26,4 @@ mod records;
 mod rollup;
 mod support;
 mod tenancy;
+mod triggers;

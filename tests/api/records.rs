@@ -13,7 +13,7 @@ use usage_api::usage::write::event::NewEvent;
 
 use crate::support::data::{at, category_of, csv_table, dec, event};
 use crate::support::tokens::token;
-use crate::support::TestApp;
+use crate::support::{twilio_python, TestApp};
 
 /// (category, start, end, currency, unit) → (count, usage, price), as strings of the wire.
 type Records = BTreeMap<(String, String, String, String, String), (String, String, String)>;
@@ -418,42 +418,6 @@ async fn another_organizations_sid_is_forbidden_and_errors_carry_their_status() 
     assert_eq!(reply.status, 401);
     assert_eq!(reply.body["status"], 401);
 }
-
-/// A Python with the official `twilio` package: `target/twilio-venv`, made (and the package
-/// installed from PyPI) the first time. `.ci/run` makes it before the tests.
-fn twilio_python() -> std::path::PathBuf {
-    use std::process::Command;
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/twilio-venv");
-    let python = venv.join("bin/python");
-    let ready = |python: &std::path::Path| {
-        Command::new(python)
-            .args(["-c", "import twilio"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 (with venv) is needed for the twilio SDK test");
-        assert!(made.success(), "python3 -m venv failed");
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", TWILIO_SDK])
-            .status()
-            .expect("pip");
-        assert!(installed.success(), "pip install {TWILIO_SDK} failed");
-    }
-    assert!(
-        ready(&python),
-        "twilio is not importable in {}",
-        venv.display()
-    );
-    python
-}
-
-/// The SDK version the test drives (the newest at the time of writing).
-const TWILIO_SDK: &str = "twilio==9.13.0";
 
 #[actix_web::test]
 async fn the_official_twilio_sdk_reads_every_subresource_unchanged() {

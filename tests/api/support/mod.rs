@@ -116,6 +116,10 @@ pub struct Options {
     pub rollup_interval: Option<Duration>,
     /// Give the server a read pool (DATABASE_READ_URL) on this URL.
     pub read_database_url: Option<String>,
+    /// Callback hosts allowed although loopback (USAGE_API_WEBHOOK_ALLOW_HOSTS).
+    pub webhook_allow_hosts: Vec<String>,
+    /// Run the webhook delivery worker with these settings.
+    pub deliveries: Option<usage_api::usage::triggers::deliver::Settings>,
 }
 
 impl Default for Options {
@@ -126,6 +130,8 @@ impl Default for Options {
             database_url: None,
             rollup_interval: None,
             read_database_url: None,
+            webhook_allow_hosts: Vec::new(),
+            deliveries: None,
         }
     }
 }
@@ -166,6 +172,10 @@ impl TestApp {
             .read_database_url
             .as_deref()
             .map(|url| pool::build(url, &pool_options).unwrap());
+        state.callbacks = std::sync::Arc::new(
+            usage_api::usage::triggers::callback::CallbackPolicy::new(&options.webhook_allow_hosts),
+        );
+        state.deliveries = options.deliveries.clone();
         let state = web::Data::new(state);
         if let Some(interval) = options.rollup_interval {
             let args = usage_api::config::RollupArgs {
@@ -206,9 +216,40 @@ impl TestApp {
             p if p.starts_with("/express/usage/month/") => {
                 Some(("application/hal+json", "UsageRecord"))
             }
-            _ => None,
+            p => trigger_schema(p),
         };
         send(request, headers, path_and_query, success).await
+    }
+
+    /// Sends `method` to `path` with a form body (`pairs`, none: no body) and a bearer token;
+    /// checked against openapi.yaml.
+    pub async fn form(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        pairs: &[(&str, &str)],
+    ) -> Reply {
+        let method_is_post = method == reqwest::Method::POST;
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(token);
+        if !pairs.is_empty() {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            request = request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        let bare = path.split('?').next().unwrap();
+        let success = match trigger_schema(bare) {
+            // A create answers the trigger it made.
+            Some((media, "UsageTriggersPage")) if method_is_post => Some((media, "UsageTrigger")),
+            other => other,
+        };
+        send(request, &[], path, success).await
     }
 
     /// POST `body` to `path` with a bearer token and extra headers; checked against openapi.yaml.
@@ -399,6 +440,60 @@ impl TestApp {
     }
 }
 
+/// A Python with the official `twilio` and `standardwebhooks` packages: `target/twilio-venv`,
+/// made (and the packages installed from PyPI) the first time. `.ci/run` makes it before the tests.
+pub fn twilio_python() -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/twilio-venv");
+    let python = venv.join("bin/python");
+    let ready = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import twilio, standardwebhooks"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (with venv) is needed for the twilio SDK test");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", TWILIO_SDK, STANDARD_WEBHOOKS])
+            .status()
+            .expect("pip");
+        assert!(
+            installed.success(),
+            "pip install {TWILIO_SDK} {STANDARD_WEBHOOKS} failed"
+        );
+    }
+    assert!(
+        ready(&python),
+        "twilio or standardwebhooks is not importable in {}",
+        venv.display()
+    );
+    python
+}
+
+/// The SDK version the test drives (the newest at the time of writing).
+const TWILIO_SDK: &str = "twilio==9.13.0";
+/// The Standard Webhooks reference library the webhook receiver verifies deliveries with.
+const STANDARD_WEBHOOKS: &str = "standardwebhooks==1.1.0";
+
+/// The media type and schema of a usage-trigger route's success.
+fn trigger_schema(path: &str) -> Option<(&'static str, &'static str)> {
+    if path.starts_with("/express/usage/triggers/") && path.ends_with("/deliveries") {
+        Some(("application/hal+json", "DeliveriesPage"))
+    } else if path.ends_with("/Usage/Triggers.json") || path.ends_with("/Usage/Triggers") {
+        Some(("application/json", "UsageTriggersPage"))
+    } else if path.contains("/Usage/Triggers/") {
+        Some(("application/json", "UsageTrigger"))
+    } else {
+        None
+    }
+}
+
 /// Sends `request` and reads the reply whole. Every reply must carry X-Request-Id; a 200 must
 /// have the media type and schema of `success` (when given), an error the JSON Error schema.
 async fn send(
@@ -414,8 +509,8 @@ async fn send(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap();
-    let body: Value = if status == 304 {
-        assert_eq!(text, "", "a 304 has no body");
+    let body: Value = if status == 304 || status == 204 {
+        assert_eq!(text, "", "a {status} has no body");
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {what}: not JSON: {text}"))
@@ -429,7 +524,7 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     match (status, success) {
-        (200, Some((media_type, schema))) => {
+        (200 | 201, Some((media_type, schema))) => {
             assert_eq!(content_type, media_type, "{what}");
             assert_matches_schema(schema, &body);
         }

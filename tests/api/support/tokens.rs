@@ -7,6 +7,7 @@ pub const ISSUER: &str = "https://issuer.usage.test/";
 pub const AUDIENCE: &str = "usage-api";
 pub const READ: &str = "express-accounts-usage:read";
 pub const WRITE: &str = "express-accounts-usage:write";
+pub const TRIGGERS: &str = "express-accounts-usage:triggers";
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/support/keys");
 
@@ -71,5 +72,12 @@ pub fn b64(bytes: &[u8]) -> String {
 pub fn writer(org: &str) -> String {
     let mut c = claims(org);
     c["scope"] = serde_json::json!(WRITE);
+    sign("rsa-1", &c)
+}
+
+/// A valid token for `org` that may manage usage triggers (and nothing else).
+pub fn triggers(org: &str) -> String {
+    let mut c = claims(org);
+    c["scope"] = serde_json::json!(TRIGGERS);
     sign("rsa-1", &c)
 }
