@@ -91,6 +91,7 @@ pub fn start(
     listener: TcpListener,
     workers: usize,
 ) -> anyhow::Result<Server> {
+    crate::http::metrics::handle();
     let keys = state.clone();
     actix_web::rt::spawn(async move { keys.verifier.refresh_keys_forever().await });
     let cleaner = state.clone();

@@ -6,6 +6,7 @@ pub mod events;
 pub mod export;
 pub mod hal;
 pub mod health;
+pub mod metrics;
 pub mod monthly;
 pub mod raw;
 pub mod records;

@@ -3,7 +3,7 @@
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
-use super::{categories, events, health, monthly, raw, records, triggers};
+use super::{categories, events, health, metrics, monthly, raw, records, triggers};
 use crate::error::ApiError;
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -62,6 +62,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource(triggers::DELIVERIES_PATH)
             .route(web::get().to(triggers::deliveries))
+            .default_service(web::to(only_get)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::render))
             .default_service(web::to(only_get)),
     )
     .service(web::resource("/health/live").route(web::get().to(health::live)))

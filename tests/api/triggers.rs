@@ -696,6 +696,24 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
         .await;
     assert_eq!(none.status, 200);
     assert_eq!(none.body["total"], 0);
+    // Operators see firings and deliveries (counters of the whole test process).
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "usage_api_trigger_firings_total ",
+        "usage_api_webhook_attempts_total{outcome=\"delivered\"} ",
+        "usage_api_webhook_deliveries_total{state=\"delivered\"} ",
+        "usage_api_webhook_delivery_lag_seconds_bucket{le=\"5\"} ",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
 }
 
 /// The deliveries page of `sid` once its newest attempt's delivery is in `state` (at most 30 s).

@@ -237,11 +237,27 @@ async fn deliver(
 ) {
     let started_at = Utc::now();
     let clock = std::time::Instant::now();
+    let in_flight = metrics::gauge!("usage_api_webhook_deliveries_in_flight");
+    in_flight.increment(1.0);
     let (outcome, response_status) = attempt(client, policy, &due).await;
-    let duration_ms = i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX);
+    in_flight.decrement(1.0);
+    let elapsed = clock.elapsed();
+    let duration_ms = i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX);
+    metrics::counter!("usage_api_webhook_attempts_total", "outcome" => outcome.as_str())
+        .increment(1);
+    metrics::histogram!("usage_api_webhook_attempt_seconds").record(elapsed.as_secs_f64());
     let retry_at = (outcome != Outcome::Delivered)
         .then(|| retry_at(settings, &due, Utc::now()))
         .flatten();
+    if outcome == Outcome::Delivered {
+        metrics::counter!("usage_api_webhook_deliveries_total", "state" => "delivered")
+            .increment(1);
+        // From the firing's commit (well, its statement) to the receiver's 2xx.
+        let lag = (Utc::now() - due.fired_at).to_std().unwrap_or_default();
+        metrics::histogram!("usage_api_webhook_delivery_lag_seconds").record(lag.as_secs_f64());
+    } else if retry_at.is_none() {
+        metrics::counter!("usage_api_webhook_deliveries_total", "state" => "failed").increment(1);
+    }
     let attempted = Attempted {
         started_at,
         duration_ms,

@@ -451,6 +451,9 @@ async fn run_evaluation(
         .bind::<Nullable<Text>, _>(sid)
         .get_result(conn)
         .await?;
+    // Counted when the statement succeeded; a transaction that then rolls back overcounts, which
+    // a counter of attempts to fire may.
+    metrics::counter!("usage_api_trigger_firings_total").increment(fired.fired.unsigned_abs());
     Ok(fired.fired)
 }
 
