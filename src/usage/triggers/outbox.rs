@@ -120,7 +120,8 @@ pub struct Attempted {
 }
 
 /// Records the attempt and moves the delivery on, unless another replica has taken it since
-/// (its lease ran out): then only the attempt is kept.
+/// (its lease ran out): then only the attempt is kept. A trigger deleted meanwhile took its
+/// firing along: then nothing is recorded.
 pub async fn finish(
     conn: &mut AsyncPgConnection,
     due: &Due,
@@ -135,7 +136,11 @@ pub async fn finish(
         "WITH attempt AS ( \
              INSERT INTO usage_trigger_attempts (organization_id, trigger_sid, period_start, \
                  attempt, started_at, duration_ms, outcome, response_status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE EXISTS (SELECT 1 FROM usage_trigger_firings \
+                           WHERE organization_id = $1 AND trigger_sid = $2 \
+                             AND period_start = $3) \
+             ON CONFLICT DO NOTHING) \
          UPDATE usage_trigger_firings \
          SET state = $9, next_attempt_at = COALESCE($10, next_attempt_at), \
              finished_at = CASE WHEN $9 = 'pending' THEN NULL ELSE clock_timestamp() END \
