@@ -16,6 +16,7 @@
 #    more, medians compared.
 #
 #   bench/triggers.sh               # measure BIN (else: cargo build --release)
+#   LATENCY_ONLY=1 bench/triggers.sh   # the first measure alone (no results file)
 #
 # Own database usage_api_bench_triggers (dropped and made again). Writes
 # bench/results/triggers-<date>.md.
@@ -80,6 +81,11 @@ BURST=$(lag burst_seconds)
 kill "$server"
 wait "$server" 2>/dev/null || true
 server=""
+
+if [[ -n ${LATENCY_ONLY:-} ]]; then
+    say "p50 $P50 s, p99 $P99 s, max $MAX s"
+    exit 0
+fi
 
 step "2. the rollup with and without evaluating the triggers ($EVENTS events)"
 q -c "COPY (SELECT 'ev-' || n, 'org-' || lpad((n % 100)::text, 2, '0') || '-a' || (n / 100 % 5),

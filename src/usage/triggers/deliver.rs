@@ -317,51 +317,85 @@ pub async fn run_forever(
         }
     };
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    // Signalled by each delivery as it ends, so a worker whose slots were all taken claims more
+    // at once rather than after `poll`.
+    let freed = Arc::new(Notify::new());
     loop {
-        let mut pause = settings.poll;
         let free = slots.available_permits();
-        if free > 0 {
+        let pause = if free == 0 {
+            settings.poll
+        } else {
             match pool.get().await {
                 Ok(mut conn) => {
-                    match outbox::claim(&mut conn, free as i64, lease(&settings)).await {
-                        Ok(claimed) => {
-                            if claimed.len() == free {
-                                pause = Duration::ZERO;
-                            }
-                            for due in claimed {
-                                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                                    break;
-                                };
-                                let (pool, client, policy, settings) = (
-                                    pool.clone(),
-                                    client.clone(),
-                                    policy.clone(),
-                                    settings.clone(),
-                                );
-                                tokio::spawn(async move {
-                                    deliver(&pool, &client, &policy, &settings, due).await;
-                                    drop(permit);
-                                });
-                            }
-                        }
-                        Err(err) => tracing::warn!(error = %err, "claiming webhook deliveries"),
-                    }
-                    if !pause.is_zero() {
-                        if let Ok(Some(at)) = outbox::next_due(&mut conn).await {
-                            let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                            pause = pause.min(until.max(Duration::from_millis(20)));
-                        }
-                    }
+                    claim_and_deliver(
+                        &mut conn, &pool, &client, &policy, &settings, &slots, &freed,
+                    )
+                    .await
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "webhook deliveries cannot reach the database")
+                    tracing::warn!(error = %err, "webhook deliveries cannot reach the database");
+                    settings.poll
                 }
             }
-        }
-        if !pause.is_zero() {
-            let _ = tokio::time::timeout(pause, wake.notified()).await;
-        } else {
+        };
+        if pause.is_zero() {
             tokio::task::yield_now().await;
+            continue;
         }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = freed.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// One round: claims as many due deliveries as there are free slots and starts each on its own
+/// task. Returns how long to wait before the next round (zero: more may be due right away).
+async fn claim_and_deliver(
+    conn: &mut diesel_async::AsyncPgConnection,
+    pool: &DbPool,
+    client: &reqwest::Client,
+    policy: &Arc<CallbackPolicy>,
+    settings: &Settings,
+    slots: &Arc<Semaphore>,
+    freed: &Arc<Notify>,
+) -> Duration {
+    let free = slots.available_permits();
+    let claimed = match outbox::claim(conn, free as i64, lease(settings)).await {
+        Ok(claimed) => claimed,
+        Err(err) => {
+            tracing::warn!(error = %err, "claiming webhook deliveries");
+            return settings.poll;
+        }
+    };
+    let full = claimed.len() == free;
+    for due in claimed {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        let (pool, client, policy, settings, freed) = (
+            pool.clone(),
+            client.clone(),
+            policy.clone(),
+            settings.clone(),
+            freed.clone(),
+        );
+        tokio::spawn(async move {
+            deliver(&pool, &client, &policy, &settings, due).await;
+            drop(permit);
+            freed.notify_one();
+        });
+    }
+    if full {
+        return Duration::ZERO;
+    }
+    // Sleep until the next retry is due, at most `poll` (other replicas' firings are found then).
+    match outbox::next_due(conn).await {
+        Ok(Some(at)) => {
+            let until = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            settings.poll.min(until.max(Duration::from_millis(20)))
+        }
+        _ => settings.poll,
     }
 }
