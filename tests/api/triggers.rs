@@ -84,7 +84,12 @@ impl Receiver {
     }
 
     fn plan(&self, path: &str, statuses: &[u16]) {
-        self.update("plan.json", path, json!(statuses));
+        self.plan_values(path, json!(statuses));
+    }
+
+    /// How to answer the path's first requests: statuses, or "slow" (200 after 3 s).
+    fn plan_values(&self, path: &str, answers: Value) {
+        self.update("plan.json", path, answers);
     }
 
     fn log(&self) -> Vec<Value> {
@@ -136,9 +141,12 @@ fn quick() -> Settings {
     }
 }
 
+/// The callback hosts the tests allow (`USAGE_API_WEBHOOK_ALLOW_HOSTS`).
+const ALLOW: &str = "127.0.0.1,localhost";
+
 async fn spawn(deliveries: Option<Settings>) -> TestApp {
     let app = TestApp::spawn_with(Options {
-        webhook_allow_hosts: vec!["127.0.0.1".to_owned()],
+        webhook_allow_hosts: ALLOW.split(',').map(str::to_owned).collect(),
         deliveries,
         ..Options::default()
     })
@@ -749,10 +757,11 @@ async fn a_failed_delivery_is_retried_with_the_same_id_then_given_up() {
     }))
     .await;
     let receiver = Receiver::start();
-    receiver.plan("/flaky", &[500, 503]);
+    receiver.plan_values("/flaky", json!([302, 503]));
     receiver.plan("/down", &[500; 200]);
+    receiver.plan_values("/slow", json!(["slow"]));
     let mut sids = Vec::new();
-    for path in ["/flaky", "/down"] {
+    for path in ["/flaky", "/down", "/slow"] {
         let body = create(
             &app,
             "org-a",
@@ -770,11 +779,13 @@ async fn a_failed_delivery_is_retried_with_the_same_id_then_given_up() {
         sids.push(body["sid"].as_str().unwrap().to_owned());
     }
     app.insert(&today("e", "a2", 1, "1")).await;
-    assert_eq!(app.rollup().await.fired, 2);
+    assert_eq!(app.rollup().await.fired, 3);
 
+    // A redirect is an answer like any other non-2xx: not followed, retried.
     let seen = receiver.wait_for("/flaky", 3).await;
     let statuses: Vec<&Value> = seen.iter().map(|l| &l["status"]).collect();
-    assert_eq!(statuses, [&json!(500), &json!(503), &json!(200)]);
+    assert_eq!(statuses, [&json!(302), &json!(503), &json!(200)]);
+    assert!(receiver.log().iter().all(|l| l["path"] != "/elsewhere"));
     let ids: std::collections::BTreeSet<&str> = seen
         .iter()
         .map(|l| l["webhook_id"].as_str().unwrap())
@@ -802,10 +813,19 @@ async fn a_failed_delivery_is_retried_with_the_same_id_then_given_up() {
         [
             (&json!(3), &json!(200)),
             (&json!(2), &json!(503)),
-            (&json!(1), &json!(500))
+            (&json!(1), &json!(302))
         ],
         "newest first"
     );
+    // A receiver slower than the timeout (2 s here) is given up on and tried again.
+    let page = wait_state(&app, "org-a", &sids[2], "delivered").await;
+    let outcomes: Vec<&Value> = page["_embedded"]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&json!("delivered"), &json!("timeout")]);
     // Always 500: retried until the window closes, then failed, and no attempt after it.
     let page = wait_state(&app, "org-a", &sids[1], "failed").await;
     let attempts = page["_embedded"]["deliveries"].as_array().unwrap();
@@ -852,94 +872,93 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The attempts recorded for `sid`, straight from the database.
-async fn attempts(app: &TestApp, sid: &str) -> i64 {
-    app.count(&format!(
-        "SELECT count(*) FROM usage_trigger_attempts WHERE trigger_sid = '{sid}'"
-    ))
-    .await
-}
-
 #[actix_web::test]
 async fn a_delivery_survives_a_server_restart_and_is_checked_where_it_connects() {
     let app = spawn(None).await;
     // The receiver is down at first: its port is known, nothing listens there.
     let receiver = Receiver::start();
     let (dir, port) = receiver.stop();
-    let callback = format!("http://127.0.0.1:{port}/durable");
-    let body = create(
-        &app,
-        "org-a",
-        TRIGGERS,
-        &[
-            ("CallbackUrl", &callback),
-            ("TriggerValue", "1"),
-            ("UsageCategory", "calls-inbound"),
-            ("TriggerBy", "count"),
-        ],
-    )
-    .await;
-    let sid = body["sid"].as_str().unwrap().to_owned();
-    std::fs::write(
-        dir.path().join("secrets.json"),
-        json!({"/durable": body["webhook_secret"]}).to_string(),
-    )
-    .unwrap();
-
-    // A first server fires it (its own rollup) and fails to deliver, connection refused.
-    let mut first = serve(&app, free_port(), "127.0.0.1");
-    app.insert(&today("r", "a1", 1, "1")).await;
-    let started = Instant::now();
-    while attempts(&app, &sid).await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "never attempted"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    // One callback by address, one by name (checked where the name resolves, when it connects).
+    let mut sids = Vec::new();
+    let mut secrets = json!({});
+    for (path, host) in [("/durable", "127.0.0.1"), ("/named", "localhost")] {
+        let callback = format!("http://{host}:{port}{path}");
+        let body = create(
+            &app,
+            "org-a",
+            TRIGGERS,
+            &[
+                ("CallbackUrl", &callback),
+                ("TriggerValue", "1"),
+                ("UsageCategory", "calls-inbound"),
+                ("TriggerBy", "count"),
+            ],
+        )
+        .await;
+        sids.push(body["sid"].as_str().unwrap().to_owned());
+        secrets[path] = body["webhook_secret"].clone();
     }
+    std::fs::write(dir.path().join("secrets.json"), secrets.to_string()).unwrap();
+    let recorded = |outcome: &'static str| {
+        let app = &app;
+        let sids = &sids;
+        async move {
+            let started = Instant::now();
+            for sid in sids {
+                while app
+                    .count(&format!(
+                        "SELECT count(*) FROM usage_trigger_attempts \
+                         WHERE trigger_sid = '{sid}' AND outcome = '{outcome}'"
+                    ))
+                    .await
+                    == 0
+                {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "never {outcome}"
+                    );
+                    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+
+    // A first server fires them (its own rollup) and fails to deliver: connection refused.
+    let mut first = serve(&app, free_port(), ALLOW);
+    app.insert(&today("r", "a1", 1, "1")).await;
+    recorded("connection_error").await;
     first.kill().unwrap();
     first.wait().unwrap();
-    let outcome = app
-        .count(&format!(
-            "SELECT count(*) FROM usage_trigger_attempts \
-             WHERE trigger_sid = '{sid}' AND outcome <> 'connection_error'"
-        ))
-        .await;
-    assert_eq!(outcome, 0, "refused connections are recorded as such");
 
-    // A server that does not allow loopback refuses to connect there, at delivery time.
+    // A server that does not allow loopback refuses to connect there, at delivery time, be it
+    // an address or a name that resolves to one.
     let mut strict = serve(&app, free_port(), "");
-    let started = Instant::now();
-    while app
-        .count(&format!(
-            "SELECT count(*) FROM usage_trigger_attempts \
-             WHERE trigger_sid = '{sid}' AND outcome = 'forbidden_address'"
-        ))
-        .await
-        == 0
-    {
-        assert!(started.elapsed() < Duration::from_secs(30), "never refused");
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    recorded("forbidden_address").await;
     strict.kill().unwrap();
     strict.wait().unwrap();
+    let others = app
+        .count(
+            "SELECT count(*) FROM usage_trigger_attempts \
+             WHERE outcome NOT IN ('connection_error', 'forbidden_address')",
+        )
+        .await;
+    assert_eq!(others, 0, "nothing reached a receiver yet");
 
-    // The receiver is back; a new server delivers the firing, once, verified.
+    // The receiver is back; a new server delivers each firing, once, verified.
     let receiver = Receiver::start_in(dir, port);
-    let mut second = serve(&app, free_port(), "127.0.0.1");
-    let seen = receiver.wait_for("/durable", 1).await;
+    let mut second = serve(&app, free_port(), ALLOW);
+    let durable = receiver.wait_for("/durable", 1).await;
+    let named = receiver.wait_for("/named", 1).await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     second.kill().unwrap();
     second.wait().unwrap();
-    assert_eq!(receiver.log().len(), 1, "{:?}", receiver.log());
-    assert_eq!(seen[0]["verified"], true, "{}", seen[0]);
+    assert_eq!(receiver.log().len(), 2, "{:?}", receiver.log());
+    assert_eq!(durable[0]["verified"], true, "{}", durable[0]);
+    assert_eq!(named[0]["verified"], true, "{}", named[0]);
     assert_eq!(
-        app.count(&format!(
-            "SELECT count(*) FROM usage_trigger_firings WHERE trigger_sid = '{sid}' \
-             AND state = 'delivered'"
-        ))
-        .await,
-        1
+        app.count("SELECT count(*) FROM usage_trigger_firings WHERE state = 'delivered'")
+            .await,
+        2
     );
 }
 

@@ -4,8 +4,9 @@ Usage: receiver.py DIR. Prints its port on the first line of stdout, then serves
 
 - DIR/secrets.json: {"/path": "whsec_..."}: the secret of the trigger whose callback is that path
   (re-read on every request, so the test can add triggers as it creates them).
-- DIR/plan.json (optional): {"/path": [500, 500]}: the statuses to answer the path's first
-  requests with (then 200).
+- DIR/plan.json (optional): {"/path": [500, 302, "slow"]}: how to answer the path's first
+  requests (then 200): a status (a 3xx points its Location at /elsewhere), or "slow": 200 after
+  3 seconds.
 - DIR/log.jsonl: one line per request: method, path, the form fields (body or query), the
   webhook-id, whether the signature verified (and why not), and the status answered.
 """
@@ -14,6 +15,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -68,7 +70,12 @@ class Handler(BaseHTTPRequestHandler):
             }
             with open(os.path.join(DIR, "log.jsonl"), "a") as log:
                 log.write(json.dumps(line) + "\n")
+        if status == "slow":
+            time.sleep(3)
+            status = 200
         self.send_response(status)
+        if 300 <= status < 400:
+            self.send_header("Location", "/elsewhere")
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
