@@ -233,7 +233,8 @@ async fn callback_url(state: &AppState, text: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// The create form, checked whole: one `400` names every field at fault.
+/// The create form, checked whole: one `400` names every field at fault. Long: one arm per
+/// field of Twilio's form, then the required ones.
 async fn new_trigger(
     state: &AppState,
     fields: Vec<(String, String)>,
@@ -645,18 +646,11 @@ struct DeliveriesPage {
     _links: DeliveryLinks,
 }
 
-/// `GET /express/usage/triggers/{Sid}/deliveries`: every attempt, newest first.
-pub async fn deliveries(
-    principal: Principal,
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> ApiResult<HttpResponse> {
-    principal.require(TRIGGERS_SCOPE)?;
-    let sid = path.into_inner();
+/// `page` (from 1) and `per_page` of the deliveries route.
+fn page_params(query: &str) -> ApiResult<(u32, u32)> {
     let (mut page, mut per_page) = (1, DEFAULT_PER_PAGE);
     let mut errors = Vec::new();
-    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let checked = match name.as_ref() {
             "page" => parse_bounded(&value, 1, MAX_PAGE).map(|n| page = n),
             "per_page" => parse_bounded(&value, 1, MAX_PER_PAGE).map(|n| per_page = n),
@@ -666,9 +660,23 @@ pub async fn deliveries(
             errors.push(FieldError::new(name.as_ref(), message));
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::InvalidParameter(errors));
+    if errors.is_empty() {
+        Ok((page, per_page))
+    } else {
+        Err(ApiError::InvalidParameter(errors))
     }
+}
+
+/// `GET /express/usage/triggers/{Sid}/deliveries`: every attempt, newest first.
+pub async fn deliveries(
+    principal: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    principal.require(TRIGGERS_SCOPE)?;
+    let sid = path.into_inner();
+    let (page, per_page) = page_params(req.query_string())?;
     if !is_trigger_sid(&sid) {
         return Err(ApiError::NotFound);
     }

@@ -13,7 +13,7 @@ use usage_api::usage::write::event::NewEvent;
 
 use crate::support::data::{at, category_of, csv_table, dec, event};
 use crate::support::tokens::token;
-use crate::support::{twilio_python, TestApp};
+use crate::support::{sdk_script, TestApp};
 
 /// (category, start, end, currency, unit) → (count, usage, price), as strings of the wire.
 type Records = BTreeMap<(String, String, String, String, String), (String, String, String)>;
@@ -442,29 +442,17 @@ async fn the_official_twilio_sdk_reads_every_subresource_unchanged() {
     org_a.extend(recent);
     let tree = ancestors(&app).await;
 
-    // The server answers on this thread: the SDK runs on another one, bounded in time.
-    let (address, bearer) = (app.address.clone(), token("org-a"));
-    let output = actix_web::rt::task::spawn_blocking(move || {
-        std::process::Command::new("timeout")
-            .arg("300")
-            .arg(twilio_python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/twilio/records_sdk.py"
-            ))
-            .env("USAGE_API_BASE", address)
-            .env("USAGE_API_TOKEN", bearer)
-            .env("USAGE_API_SID", "org-a")
-            .env("USAGE_API_START", "2023-12-30")
-            .env("USAGE_API_END", "2024-03-02")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = sdk_script(
+        "records_sdk.py",
+        &app.address,
+        &token("org-a"),
+        &[
+            ("USAGE_API_SID", "org-a"),
+            ("USAGE_API_START", "2023-12-30"),
+            ("USAGE_API_END", "2024-03-02"),
+        ],
+    )
+    .await;
 
     let as_records = |name: &str| -> Records {
         out[name]

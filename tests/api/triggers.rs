@@ -17,7 +17,7 @@ use usage_api::usage::write::event::NewEvent;
 
 use crate::support::data::{dec, event};
 use crate::support::tokens::{token, triggers as triggers_token, AUDIENCE, ISSUER};
-use crate::support::{twilio_python, Options, TestApp};
+use crate::support::{sdk_script, twilio_python, Options, TestApp};
 
 const TRIGGERS: &str = "/2010-04-01/Accounts/org-a/Usage/Triggers.json";
 
@@ -967,26 +967,13 @@ async fn the_official_twilio_sdk_manages_triggers_unchanged() {
     let app = spawn(None).await;
     app.insert(&today("sdk", "a1", 2, "1.5")).await;
     app.rollup().await;
-    let (address, bearer) = (app.address.clone(), triggers_token("org-a"));
-    let output = actix_web::rt::task::spawn_blocking(move || {
-        Command::new("timeout")
-            .arg("300")
-            .arg(twilio_python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/twilio/triggers_sdk.py"
-            ))
-            .env("USAGE_API_BASE", address)
-            .env("USAGE_API_TOKEN", bearer)
-            .env("USAGE_API_SID", "a1")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = sdk_script(
+        "triggers_sdk.py",
+        &app.address,
+        &triggers_token("org-a"),
+        &[("USAGE_API_SID", "a1")],
+    )
+    .await;
     let created = &out["created"];
     assert!(created["sid"].as_str().unwrap().starts_with("UT"));
     assert_eq!(created["account_sid"], "a1");

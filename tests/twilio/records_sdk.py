@@ -12,29 +12,13 @@ import datetime
 import json
 import os
 
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-BASE = os.environ["USAGE_API_BASE"]
-TOKEN = os.environ["USAGE_API_TOKEN"]
+from bearer import BearerClient
+
 SID = os.environ["USAGE_API_SID"]
 START = datetime.date.fromisoformat(os.environ["USAGE_API_START"])
 END = datetime.date.fromisoformat(os.environ["USAGE_API_END"])
-
-
-class BearerClient(TwilioHttpClient):
-    """The SDK's own HTTP client, sent to usage-api with a bearer token."""
-
-    def request(self, method, url, params=None, data=None, headers=None, auth=None,
-                timeout=None, allow_redirects=False):
-        assert url.startswith("https://api.twilio.com/"), url
-        url = BASE + url[len("https://api.twilio.com"):]
-        headers = dict(headers or {})
-        headers["Authorization"] = "Bearer " + TOKEN
-        response = super().request(method, url, params, data, headers, None, timeout,
-                                   allow_redirects)
-        self.requests = getattr(self, "requests", 0) + 1
-        return response
 
 
 def dump(record):

@@ -221,20 +221,22 @@ pub async fn run_pending(
                 .await?
                 .into();
         }
-        // The triggers these groups may have crossed fire with the aggregates that crossed them.
-        stats.fired = triggers::evaluate(
-            conn,
-            &triggers::Touched {
-                organizations: marks.iter().map(|m| m.organization_id.as_str()).collect(),
-                accounts: marks.iter().map(|m| m.account_id.as_str()).collect(),
-                months: marks.iter().map(|m| m.month).collect(),
-            },
-        )
-        .await?;
+        stats.fired = fire(conn, &marks).await?;
         finish(conn, &marks, false).await?;
         Ok((marks.len(), stats))
     })
     .await
+}
+
+/// Fires the triggers the groups of `marks` may have crossed, in the transaction of the
+/// aggregates that crossed them.
+async fn fire(conn: &mut AsyncPgConnection, marks: &[Mark]) -> diesel::QueryResult<i64> {
+    let touched = triggers::Touched {
+        organizations: marks.iter().map(|m| m.organization_id.as_str()).collect(),
+        accounts: marks.iter().map(|m| m.account_id.as_str()).collect(),
+        months: marks.iter().map(|m| m.month).collect(),
+    };
+    triggers::evaluate(conn, &touched).await
 }
 
 /// Locks the organizations of `marks`, in id order, before any of their aggregates: every

@@ -18,7 +18,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rust_decimal::Decimal;
 
 use crate::usage::amount::Amount;
-use crate::usage::model::OrganizationId;
+use crate::usage::model::{vocabulary, OrganizationId};
 
 /// Most triggers one organization may keep.
 pub const MAX_PER_ORGANIZATION: i64 = 1_000;
@@ -27,34 +27,7 @@ pub const MAX_PER_ORGANIZATION: i64 = 1_000;
 /// limit is counted, then a row inserted).
 const CREATE_LOCK: i32 = 0x7472_6967; // "trig"
 
-/// Declares a closed set of lower-case words with `ALL`, `as_str` and `parse`.
-macro_rules! words {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            /// "a, b, c", for error messages.
-            pub fn expected() -> String {
-                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
-                names.join(", ")
-            }
-        }
-    };
-}
-
-words!(
+vocabulary!(
     /// How a trigger recurs (`None`: it fires once ever, as `AllTime`).
     Recurring {
         Daily => "daily",
@@ -64,7 +37,7 @@ words!(
     }
 );
 
-words!(
+vocabulary!(
     /// The value a trigger watches.
     TriggerBy {
         Count => "count",
@@ -73,7 +46,7 @@ words!(
     }
 );
 
-words!(
+vocabulary!(
     /// How a delivery is sent.
     Method {
         Get => "GET",
@@ -205,52 +178,8 @@ pub async fn create(
     };
     let secret: [u8; 32] = rand::random();
     let sid = format!("UT{}", uuid::Uuid::new_v4().simple());
-    let (value, offset) = match new.threshold {
-        Threshold::Value(v) => (v, false),
-        Threshold::Offset(v) => (v, true),
-    };
-    let created = conn
-        .transaction(async |conn| {
-            diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                .bind::<Integer, _>(CREATE_LOCK)
-                .bind::<Text, _>(organization.as_str())
-                .execute(conn)
-                .await?;
-            #[derive(QueryableByName)]
-            struct Kept {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                n: i64,
-            }
-            let kept: Kept = diesel::sql_query(
-                "SELECT count(*) AS n FROM usage_triggers WHERE organization_id = $1",
-            )
-            .bind::<Text, _>(organization.as_str())
-            .get_result(conn)
-            .await?;
-            if kept.n >= MAX_PER_ORGANIZATION {
-                return Ok(false);
-            }
-            diesel::sql_query(INSERT)
-                .bind::<Text, _>(organization.as_str())
-                .bind::<Text, _>(&sid)
-                .bind::<Text, _>(&new.account_sid)
-                .bind::<Nullable<Text>, _>(account.as_deref())
-                .bind::<Text, _>(new.api_version)
-                .bind::<Nullable<Text>, _>(new.friendly_name.as_deref())
-                .bind::<Text, _>(&new.callback_url)
-                .bind::<Text, _>(new.callback_method.as_str())
-                .bind::<Nullable<Text>, _>(new.recurring.map(Recurring::as_str))
-                .bind::<Text, _>(new.trigger_by.as_str())
-                .bind::<Text, _>(&new.price_unit)
-                .bind::<Text, _>(&new.usage_category)
-                .bind::<Numeric, _>(value)
-                .bind::<Bool, _>(offset)
-                .bind::<Bytea, _>(secret.as_slice())
-                .execute(conn)
-                .await?;
-            Ok::<_, diesel::result::Error>(true)
-        })
-        .await?;
+    let created =
+        insert_within_limit(conn, organization, new, &sid, account.as_deref(), &secret).await?;
     if !created {
         return Ok(Err(Refused::LimitReached));
     }
@@ -264,6 +193,63 @@ pub async fn create(
         base64::engine::general_purpose::STANDARD.encode(secret)
     );
     Ok(Ok((trigger, secret)))
+}
+
+/// Inserts the trigger unless the organization already keeps `MAX_PER_ORGANIZATION` (then
+/// `false`), counting and inserting under a lock per organization.
+async fn insert_within_limit(
+    conn: &mut AsyncPgConnection,
+    organization: &OrganizationId,
+    new: &NewTrigger,
+    sid: &str,
+    account: Option<&str>,
+    secret: &[u8; 32],
+) -> diesel::QueryResult<bool> {
+    let (value, offset) = match new.threshold {
+        Threshold::Value(v) => (v, false),
+        Threshold::Offset(v) => (v, true),
+    };
+    conn.transaction(async |conn| {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind::<Integer, _>(CREATE_LOCK)
+            .bind::<Text, _>(organization.as_str())
+            .execute(conn)
+            .await?;
+        #[derive(QueryableByName)]
+        struct Kept {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let kept: Kept = diesel::sql_query(
+            "SELECT count(*) AS n FROM usage_triggers WHERE organization_id = $1",
+        )
+        .bind::<Text, _>(organization.as_str())
+        .get_result(conn)
+        .await?;
+        if kept.n >= MAX_PER_ORGANIZATION {
+            return Ok(false);
+        }
+        diesel::sql_query(INSERT)
+            .bind::<Text, _>(organization.as_str())
+            .bind::<Text, _>(sid)
+            .bind::<Text, _>(&new.account_sid)
+            .bind::<Nullable<Text>, _>(account)
+            .bind::<Text, _>(new.api_version)
+            .bind::<Nullable<Text>, _>(new.friendly_name.as_deref())
+            .bind::<Text, _>(&new.callback_url)
+            .bind::<Text, _>(new.callback_method.as_str())
+            .bind::<Nullable<Text>, _>(new.recurring.map(Recurring::as_str))
+            .bind::<Text, _>(new.trigger_by.as_str())
+            .bind::<Text, _>(&new.price_unit)
+            .bind::<Text, _>(&new.usage_category)
+            .bind::<Numeric, _>(value)
+            .bind::<Bool, _>(offset)
+            .bind::<Bytea, _>(secret.as_slice())
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
 }
 
 /// $13 the threshold, or with $14 the offset added to the current period's value.

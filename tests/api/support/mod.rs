@@ -476,6 +476,29 @@ pub fn twilio_python() -> std::path::PathBuf {
     python
 }
 
+/// Runs `tests/twilio/{script}` with the venv's Python (at most 300 s) on a thread of its own
+/// (the server answers on this one), with `USAGE_API_BASE` and `USAGE_API_TOKEN` set and `env`;
+/// it must succeed. Returns what it printed, as JSON.
+pub async fn sdk_script(script: &str, address: &str, token: &str, env: &[(&str, &str)]) -> Value {
+    let path = format!("{}/tests/twilio/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut command = std::process::Command::new("timeout");
+    command
+        .arg("300")
+        .arg(twilio_python())
+        .arg(path)
+        .env("USAGE_API_BASE", address)
+        .env("USAGE_API_TOKEN", token);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = actix_web::rt::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script}: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// The SDK version the test drives (the newest at the time of writing).
 const TWILIO_SDK: &str = "twilio==9.13.0";
 /// The Standard Webhooks reference library the webhook receiver verifies deliveries with.
