@@ -15,7 +15,11 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            // `pull` documents its exit codes (2 usage, 3 authentication, 4 server or network).
+            match err.downcast_ref::<usage_api::cli::pull::Failure>() {
+                Some(failure) => std::process::ExitCode::from(failure.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

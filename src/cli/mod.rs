@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod demo;
 pub mod ingest;
 pub mod migrate;
+pub mod pull;
 pub mod rollup;
 pub mod serve;
 pub mod token;
@@ -47,6 +48,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Mint an access token with the local development key (OAUTH_DEV_SECRET).
     Token(token::TokenArgs),
+    /// Pull every page of a list into a file, as a reseller (OAuth2 client credentials).
+    Pull(pull::PullArgs),
 }
 
 /// Input formats of files (events and accounts).
@@ -141,5 +144,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollup(args) => rollup::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Token(args) => token::run(args),
+        Command::Pull(args) => pull::run(args).await.map_err(anyhow::Error::from),
     }
 }

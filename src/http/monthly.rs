@@ -408,7 +408,7 @@ struct Export {
     query: read::ListRequest,
 }
 
-const CSV_HEADER: [&str; 15] = [
+pub const CSV_HEADER: [&str; 15] = [
     "id",
     "account_id",
     "product_id",

@@ -413,7 +413,7 @@ async fn page(
         .json(body))
 }
 
-const CSV_HEADER: [&str; 18] = [
+pub const CSV_HEADER: [&str; 18] = [
     "event_id",
     "account_id",
     "category",

@@ -20,6 +20,7 @@ mod openapi_schema;
 mod ownership;
 mod pagination;
 mod params;
+mod pull;
 mod raw;
 mod read_path;
 mod records;
