@@ -81,25 +81,26 @@ RETURNS TABLE (period_start date, first date, last date)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE recurring
                WHEN 'daily' THEN today
-               WHEN 'monthly' THEN date_trunc('month', today)::date
-               WHEN 'yearly' THEN date_trunc('year', today)::date
+               WHEN 'monthly' THEN date_trunc('month', today::timestamp)::date
+               WHEN 'yearly' THEN date_trunc('year', today::timestamp)::date
                ELSE (created AT TIME ZONE 'UTC')::date END,
            CASE recurring
                WHEN 'daily' THEN today
-               WHEN 'monthly' THEN date_trunc('month', today)::date
-               WHEN 'yearly' THEN date_trunc('year', today)::date END,
+               WHEN 'monthly' THEN date_trunc('month', today::timestamp)::date
+               WHEN 'yearly' THEN date_trunc('year', today::timestamp)::date END,
            CASE recurring
                WHEN 'daily' THEN today
-               WHEN 'monthly' THEN (date_trunc('month', today) + interval '1 month - 1 day')::date
-               WHEN 'yearly' THEN (date_trunc('year', today) + interval '1 year - 1 day')::date END
+               WHEN 'monthly' THEN (date_trunc('month', today::timestamp) + interval '1 month - 1 day')::date
+               WHEN 'yearly' THEN (date_trunc('year', today::timestamp) + interval '1 year - 1 day')::date END
 $$;
 
 -- 5. The value a trigger watches over days `first`..`last` (NULL: unbounded), as DESIGN §2b
---    computes it for the category and its descendants (totalprice: every category): `count`
---    the events, `usage` Σ quantity (of every currency; for totalprice the price), `price`
---    Σ quantity × unit_price in the trigger's currency only. An organization-wide scope reads
---    the organization's days for a daily period and its months otherwise (every other period is
---    whole months); an account reads its own days.
+--    computes it for the category and its descendants (totalprice: every category): `count` the
+--    events; `usage` Σ quantity in one unit — never a sum across units (a category whose events
+--    come in minutes and in seconds watches the larger of the two sums) — of every currency, and
+--    for totalprice the price; `price` Σ quantity × unit_price in the trigger's currency only. An
+--    organization-wide scope reads the organization's days for a daily period and its months
+--    otherwise (every other period is whole months); an account reads its own days.
 CREATE FUNCTION usage_trigger_value(organization text, account text, category text, by text,
                                     price_unit text, first date, last date)
 RETURNS numeric LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -110,20 +111,20 @@ RETURNS numeric LANGUAGE sql STABLE PARALLEL SAFE AS $$
         SELECT slug FROM usage_categories WHERE category = 'totalprice'
     ),
     amounts AS (
-        SELECT d.event_count, d.quantity, d.amount, d.currency
+        SELECT d.event_count, d.quantity, d.amount, d.currency, d.unit
         FROM usage_daily d
         WHERE account IS NOT NULL AND d.organization_id = organization
           AND d.account_id = account
           AND d.day >= COALESCE(first, '-infinity') AND d.day <= COALESCE(last, 'infinity')
           AND d.category IN (SELECT slug FROM categories)
         UNION ALL
-        SELECT d.event_count, d.quantity, d.amount, d.currency
+        SELECT d.event_count, d.quantity, d.amount, d.currency, d.unit
         FROM usage_daily_totals d
         WHERE account IS NULL AND first IS NOT NULL AND first = last
           AND d.organization_id = organization AND d.day = first
           AND d.category IN (SELECT slug FROM categories)
         UNION ALL
-        SELECT m.event_count, m.quantity, m.amount, m.currency
+        SELECT m.event_count, m.quantity, m.amount, m.currency, m.unit
         FROM usage_monthly_totals m
         WHERE account IS NULL AND (first IS NULL OR first <> last)
           AND m.organization_id = organization
@@ -131,8 +132,9 @@ RETURNS numeric LANGUAGE sql STABLE PARALLEL SAFE AS $$
           AND m.category IN (SELECT slug FROM categories)
     )
     SELECT COALESCE(trim_scale(CASE
-        WHEN by = 'count' THEN sum(event_count)
-        WHEN by = 'usage' AND category <> 'totalprice' THEN sum(quantity)
-        ELSE sum(amount) FILTER (WHERE lower(currency) = price_unit) END), 0)
-    FROM amounts
+        WHEN by = 'count' THEN (SELECT sum(event_count) FROM amounts)
+        WHEN by = 'usage' AND category <> 'totalprice' THEN
+            (SELECT max(per_unit) FROM (SELECT sum(quantity) AS per_unit FROM amounts
+                                        GROUP BY unit) units)
+        ELSE (SELECT sum(amount) FROM amounts WHERE lower(currency) = price_unit) END), 0)
 $$;

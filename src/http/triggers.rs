@@ -221,9 +221,21 @@ fn form_fields(req: &HttpRequest, body: &[u8]) -> ApiResult<Vec<(String, String)
             "the body is larger than {MAX_BODY_BYTES} bytes"
         )));
     }
-    Ok(url::form_urlencoded::parse(body)
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect())
+        .collect();
+    // A parameter given twice is ambiguous (and each CallbackUrl would cost a DNS lookup).
+    let mut seen = std::collections::BTreeSet::new();
+    let repeated: Vec<FieldError> = fields
+        .iter()
+        .filter(|(name, _)| !seen.insert(name.as_str()))
+        .map(|(name, _)| FieldError::new(name, "given more than once"))
+        .collect();
+    if repeated.is_empty() {
+        Ok(fields)
+    } else {
+        Err(ApiError::InvalidParameter(repeated))
+    }
 }
 
 /// Checks a callback URL against the operator's rule, now and on its resolved addresses.
@@ -487,9 +499,10 @@ async fn create(
     body: &[u8],
 ) -> ApiResult<HttpResponse> {
     let fields = form_fields(req, body)?;
-    let mut conn = state.pool.get().await?;
-    let catalogue = state.catalogue(&mut conn).await?;
+    let catalogue = state.catalogue(&mut *state.pool.get().await?).await?;
+    // The form is checked (a callback's name resolved) holding no database connection.
     let new = new_trigger(state, fields, &target, &catalogue).await?;
+    let mut conn = state.pool.get().await?;
     match triggers::create(&mut conn, &principal.organization_id, &new).await? {
         Ok((trigger, secret)) => {
             if trigger.date_fired.is_some() {
@@ -548,8 +561,9 @@ pub async fn handle(
             create(&principal, &req, &state, target, &body).await
         };
     };
-    let fields = if method == actix_web::http::Method::POST {
-        Some(form_fields(&req, &body)?)
+    // The form is checked (a callback's name resolved) holding no database connection.
+    let changes = if method == actix_web::http::Method::POST {
+        Some(changes(&state, form_fields(&req, &body)?).await?)
     } else {
         None
     };
@@ -566,9 +580,8 @@ pub async fn handle(
             Err(ApiError::NotFound)
         };
     }
-    let found = match fields {
-        Some(fields) => {
-            let changes = changes(&state, fields).await?;
+    let found = match changes {
+        Some(changes) => {
             triggers::update(&mut conn, org, &target.sid, trigger_sid, &changes).await?
         }
         None => triggers::fetch(&mut conn, org, &target.sid, trigger_sid).await?,

@@ -167,10 +167,14 @@ async fn create(app: &TestApp, org: &str, path: &str, pairs: &[(&str, &str)]) ->
 
 /// Events of today (UTC) for `account`: `n` inbound calls of `quantity` minutes at 0.5 USD.
 fn today(prefix: &str, account: &str, n: usize, quantity: &str) -> Vec<NewEvent> {
+    let midnight = Utc::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
     (0..n)
         .map(|i| {
             let mut e = event(&format!("{prefix}-{i}"), account);
-            e.occurred_at = Utc::now() - chrono::Duration::seconds(5);
+            e.occurred_at = (Utc::now() - chrono::Duration::seconds(5)).max(midnight);
             e.quantity = dec(quantity);
             e.unit_price = dec("0.5");
             e
@@ -411,6 +415,22 @@ async fn every_bad_field_of_a_create_is_named_at_once() {
             "FriendlyName"
         ]
     );
+    // A parameter given twice is refused, not guessed at.
+    let twice = app
+        .form(
+            Method::POST,
+            TRIGGERS,
+            &org_a,
+            &[
+                ("CallbackUrl", "http://127.0.0.1:9/a"),
+                ("CallbackUrl", "http://127.0.0.1:9/b"),
+                ("TriggerValue", "1"),
+                ("UsageCategory", "calls"),
+            ],
+        )
+        .await;
+    assert_eq!(twice.status, 400);
+    assert_eq!(twice.field_names(), ["CallbackUrl"]);
     // Not a form: 415.
     let json_body = app
         .client
@@ -448,6 +468,8 @@ async fn callbacks_to_addresses_that_are_not_public_are_refused() {
         "https://[::ffff:127.0.0.1]/hook",
         "https://[fd00:ec2::254]/hook",
         "https://localhost/hook",
+        "https://2130706433/hook",
+        "https://user:password@example.com/hook",
         "http://example.com/hook",
         "ftp://example.com/hook",
         "not a url",
@@ -544,11 +566,15 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
                 ("CallbackMethod", "GET"),
             ],
         ),
-        // Price in USD, once ever: 0.5 × 6 minutes = 3 USD ≥ 2.5.
+        // Price in USD, today: 0.5 × 6.5 minutes = 3.25 USD ≥ 2.5.
         watch(
             "/org-price",
             "org-a",
-            &[("TriggerValue", "2.5"), ("TriggerBy", "price")],
+            &[
+                ("TriggerValue", "2.5"),
+                ("TriggerBy", "price"),
+                ("Recurring", "daily"),
+            ],
         ),
         // Price in EUR: the USD usage never reaches it.
         watch(
@@ -560,11 +586,16 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
                 ("PriceUnit", "eur"),
             ],
         ),
-        // Another account of the same organization, with no usage: never fires.
+        // Another account of the same organization, with 1 call: fires only if a1's 3 calls
+        // were counted with it.
         watch(
             "/a2",
             "a2",
-            &[("TriggerValue", "1"), ("TriggerBy", "count")],
+            &[
+                ("TriggerValue", "3"),
+                ("TriggerBy", "count"),
+                ("Recurring", "daily"),
+            ],
         ),
         // Another category: never fires.
         watch(
@@ -572,11 +603,15 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
             "org-a",
             &[("TriggerValue", "1"), ("TriggerBy", "count")],
         ),
-        // Another organization watching the same category: never fires.
+        // Another organization, with 1 call today: fires only if org-a's were counted with it.
         watch(
             "/org-b",
             "org-b",
-            &[("TriggerValue", "1"), ("TriggerBy", "count")],
+            &[
+                ("TriggerValue", "3"),
+                ("TriggerBy", "count"),
+                ("Recurring", "daily"),
+            ],
         ),
     ];
     let mut sids = std::collections::HashMap::new();
@@ -604,8 +639,32 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
         );
     }
 
-    // Below every threshold: nothing fires.
+    // Below every threshold: nothing fires. Usage of other periods (last month for all, and
+    // yesterday for a2: the same month unless today is the 1st) would cross every daily and
+    // monthly threshold if a period's bounds were wrong.
+    let mut before = Vec::new();
+    for (n, (account, days_ago)) in [("a1", 0), ("a2", 0), ("a2", 1)].into_iter().enumerate() {
+        let when = match days_ago {
+            0 => {
+                let first = today_utc.with_day(1).unwrap();
+                first.pred_opt().unwrap().with_day(15).unwrap()
+            }
+            _ => today_utc.pred_opt().unwrap(),
+        };
+        if days_ago == 1 && when.month() != today_utc.month() {
+            continue;
+        }
+        for e in 0..5 {
+            let mut old = event(&format!("old-{n}-{e}"), account);
+            old.occurred_at = when.and_hms_opt(12, 0, 0).unwrap().and_utc();
+            old.quantity = dec("10");
+            before.push(old);
+        }
+    }
+    app.insert(&before).await;
     app.insert(&today("one", "a1", 2, "2")).await;
+    app.insert(&today("other-account", "a2", 1, "0.5")).await;
+    app.insert(&today("other-org", "b1", 1, "1")).await;
     assert_eq!(app.rollup().await.fired, 0);
     // a1 crosses 5 minutes, 3 calls and 2.5 USD (inbound calls: children of `calls`).
     app.insert(&today("two", "a1", 1, "2")).await;
@@ -640,7 +699,7 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
                 assert_eq!(fields["Recurring"], "daily");
                 assert_eq!(fields["TriggerBy"], "usage");
                 assert_eq!(fields["TriggerValue"], "5");
-                assert_eq!(fields["CurrentValue"], "6");
+                assert_eq!(fields["CurrentValue"], "6.5");
                 assert_eq!(
                     fields["UsageRecordUri"],
                     format!(
@@ -659,13 +718,9 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
                 assert_eq!(fields["CurrentValue"], "3");
             }
             _ => {
-                assert_eq!(fields["Recurring"], "");
+                assert_eq!(fields["Recurring"], "daily");
                 assert_eq!(fields["TriggerBy"], "price");
-                assert_eq!(fields["CurrentValue"], "3");
-                assert_eq!(
-                    fields["UsageRecordUri"],
-                    "/2010-04-01/Accounts/org-a/Usage/Records/AllTime.json?Category=calls"
-                );
+                assert_eq!(fields["CurrentValue"], "3.25");
             }
         }
     }
@@ -685,7 +740,7 @@ async fn a_trigger_fires_once_per_period_and_every_delivery_verifies() {
         )
         .await;
     assert_ne!(fetched.body["date_fired"], Value::Null);
-    assert_eq!(fetched.body["current_value"], "18");
+    assert_eq!(fetched.body["current_value"], "18.5");
     let deliveries = wait_state(&app, "org-a", sid, "delivered").await;
     let attempts = deliveries["_embedded"]["deliveries"].as_array().unwrap();
     assert_eq!(attempts.len(), 1);
@@ -993,4 +1048,41 @@ async fn the_official_twilio_sdk_manages_triggers_unchanged() {
     assert_eq!(out["after_delete"], 404);
     // The SDK's pager walked several pages of the list.
     assert_eq!(out["paged"].as_array().unwrap().len(), 5);
+}
+
+#[actix_web::test]
+async fn usage_is_never_added_across_units() {
+    let app = spawn(None).await;
+    let body = create(
+        &app,
+        "org-a",
+        TRIGGERS,
+        &[
+            ("CallbackUrl", "http://127.0.0.1:9/units"),
+            ("TriggerValue", "5"),
+            ("UsageCategory", "calls"),
+            ("Recurring", "monthly"),
+        ],
+    )
+    .await;
+    let sid = body["sid"].as_str().unwrap().to_owned();
+    // 3 minutes and 4 seconds of calls: 7 of nothing. The trigger watches the larger sum, 4.
+    let mut events = today("min", "a1", 3, "1");
+    let mut seconds = today("sec", "a2", 4, "1");
+    for e in &mut seconds {
+        e.unit = usage_api::usage::model::Unit::Seconds;
+    }
+    events.append(&mut seconds);
+    app.insert(&events).await;
+    assert_eq!(app.rollup().await.fired, 0);
+    let path = format!("/2010-04-01/Accounts/org-a/Usage/Triggers/{sid}.json");
+    let fetched = app
+        .form(Method::GET, &path, &triggers_token("org-a"), &[])
+        .await;
+    assert_eq!(fetched.body["current_value"], "4");
+    // A fifth second reaches it.
+    let mut fifth = today("sec-5", "a2", 1, "1");
+    fifth[0].unit = usage_api::usage::model::Unit::Seconds;
+    app.insert(&fifth).await;
+    assert_eq!(app.rollup().await.fired, 1);
 }

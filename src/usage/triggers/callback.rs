@@ -23,24 +23,31 @@ pub struct CallbackPolicy {
     allow_hosts: Vec<String>,
 }
 
+/// A host as the allow-list compares it: an address in its canonical form (`::1`, never
+/// `0:0:0:0:0:0:0:1` or `[::1]`), a name in lower case.
+fn canonical(host: &str) -> String {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
+}
+
 impl CallbackPolicy {
     pub fn new(allow_hosts: &[String]) -> Self {
         CallbackPolicy {
             allow_hosts: allow_hosts
                 .iter()
-                .map(|h| h.trim().trim_start_matches('[').trim_end_matches(']'))
+                .map(|h| canonical(h))
                 .filter(|h| !h.is_empty())
-                .map(str::to_ascii_lowercase)
                 .collect(),
         }
     }
 
-    /// Whether the operator allowed `host` (a URL's host, brackets of IPv6 literals removed).
+    /// Whether the operator allowed `host` (a URL's host, an address or a name).
     pub fn allows(&self, host: &str) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.allow_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
+        let host = canonical(host);
+        self.allow_hosts.contains(&host)
     }
 
     /// Checks a callback URL's form and, for an address literal, the address: the URL to store,
@@ -63,6 +70,9 @@ impl CallbackPolicy {
         }
         if url.fragment().is_some() {
             return Err("must not have a fragment".to_owned());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not carry credentials (the signature authenticates us)".to_owned());
         }
         if !allowed {
             let literal = match url.host() {
@@ -137,6 +147,7 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
         || a >= 240 // reserved
 }
 
@@ -150,8 +161,14 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
     if segments[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_unspecified() && !ip.is_loopback() {
         return forbidden_v4(embedded(segments[6], segments[7]));
     }
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // 64:ff9b::/96 (well-known NAT64) and ::ffff:0:0/96 (IPv4-translated, SIIT).
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
         return forbidden_v4(embedded(segments[6], segments[7]));
+    }
+    // 64:ff9b:1::/48 (local-use NAT64, RFC 8215) and Teredo (2001::/32) carry IPv4 we cannot
+    // judge reliably: refused whole.
+    if segments[..3] == [0x64, 0xff9b, 1] || segments[..2] == [0x2001, 0] {
+        return true;
     }
     if segments[0] == 0x2002 {
         return forbidden_v4(embedded(segments[1], segments[2]));
@@ -226,6 +243,10 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "fc00::1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "192.88.99.1",
         ] {
             assert!(forbidden(text.parse().unwrap()), "{text} passed");
         }
@@ -250,6 +271,20 @@ mod tests {
         assert!(strict.check("ftp://example.com/").is_err());
         assert!(strict.check("https://example.com/#frag").is_err());
         assert!(strict.check("/relative").is_err());
+        assert!(strict.check("https://user:pw@example.com/").is_err());
+        // Other spellings of loopback are the same address to the parser.
+        for other in [
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://0177.0.0.1/",
+        ] {
+            assert!(strict.check(other).is_err(), "{other}");
+        }
+        let canonical = CallbackPolicy::new(&["0:0:0:0:0:0:0:1".to_owned()]);
+        assert!(canonical.check("http://[::1]:8080/").is_ok());
+        assert!(canonical
+            .refuse_literal(&Url::parse("http://[::1]/").unwrap())
+            .is_none());
         let allowing = CallbackPolicy::new(&["127.0.0.1".to_owned()]);
         assert!(allowing.check("http://127.0.0.1:9/hook").is_ok());
         assert!(allowing.check("http://10.0.0.1/hook").is_err());

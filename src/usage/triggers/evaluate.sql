@@ -5,15 +5,22 @@
 -- each: a trigger is looked at when one of them is in its scope (its organization, or its
 -- account) and in its current period. $4: every trigger (after a full rebuild). $5: this trigger
 -- alone (just created), with $1 its organization.
+--
+-- The period that ended less than an hour ago is looked at too: usage that crossed a threshold
+-- at 23:59:58 and was rolled up after midnight still fires that day's trigger (late, once).
 WITH today AS (
-    SELECT (now() AT TIME ZONE 'UTC')::date AS day
+    SELECT (now() AT TIME ZONE 'UTC')::date AS day,
+           ((now() - interval '1 hour') AT TIME ZONE 'UTC')::date AS grace
 ),
 candidates AS (
     SELECT t.organization_id, t.sid, t.account_id, t.usage_category, t.trigger_by,
            t.price_unit, t.trigger_value, p.period_start, p.first, p.last
     FROM today
     CROSS JOIN usage_triggers t
-    CROSS JOIN LATERAL usage_trigger_period(t.recurring, t.date_created, today.day) p
+    CROSS JOIN LATERAL (
+        SELECT * FROM usage_trigger_period(t.recurring, t.date_created, today.day)
+        UNION
+        SELECT * FROM usage_trigger_period(t.recurring, t.date_created, today.grace)) p
     WHERE ($4 OR t.organization_id = ANY($1::text[]))
       AND ($5::text IS NULL OR t.sid = $5)
       AND ($4 OR $5::text IS NOT NULL OR EXISTS (
@@ -23,6 +30,8 @@ candidates AS (
                 AND (t.account_id IS NULL OR t.account_id = g.account_id)
                 AND (p.first IS NULL OR g.month >= date_trunc('month', p.first))
                 AND (p.last IS NULL OR g.month <= p.last)))
+      -- Only periods the trigger existed in.
+      AND (p.last IS NULL OR p.last >= (t.date_created AT TIME ZONE 'UTC')::date)
       AND NOT EXISTS (
               SELECT 1 FROM usage_trigger_firings f
               WHERE f.organization_id = t.organization_id AND f.trigger_sid = t.sid

@@ -168,6 +168,11 @@ pub async fn scope_of(
 
 /// Creates a trigger and returns it with its signing secret (`whsec_…`, never shown again). A
 /// trigger whose threshold the current period has already reached fires at once.
+///
+/// One transaction, which first shares the organization's row: a rollup of the organization
+/// (which locks that row for update before its aggregates) either commits before and this
+/// evaluation sees its aggregates, or starts after and its own evaluation sees this trigger. No
+/// crossing falls between the two, and a failure leaves no trigger behind.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     organization: &OrganizationId,
@@ -178,15 +183,24 @@ pub async fn create(
     };
     let secret: [u8; 32] = rand::random();
     let sid = format!("UT{}", uuid::Uuid::new_v4().simple());
-    let created =
-        insert_within_limit(conn, organization, new, &sid, account.as_deref(), &secret).await?;
-    if !created {
+    let created = conn
+        .transaction(async |conn| {
+            diesel::sql_query("SELECT id FROM organizations WHERE id = $1 FOR SHARE")
+                .bind::<Text, _>(organization.as_str())
+                .execute(conn)
+                .await?;
+            if !insert_within_limit(conn, organization, new, &sid, account.as_deref(), &secret)
+                .await?
+            {
+                return Ok(None);
+            }
+            evaluate_one(conn, organization, &sid).await?;
+            fetch(conn, organization, &new.account_sid, &sid).await
+        })
+        .await?;
+    let Some(trigger) = created else {
         return Ok(Err(Refused::LimitReached));
-    }
-    evaluate_one(conn, organization, &sid).await?;
-    let trigger = fetch(conn, organization, &new.account_sid, &sid)
-        .await?
-        .ok_or(diesel::result::Error::NotFound)?;
+    };
     use base64::Engine;
     let secret = format!(
         "whsec_{}",
@@ -196,7 +210,8 @@ pub async fn create(
 }
 
 /// Inserts the trigger unless the organization already keeps `MAX_PER_ORGANIZATION` (then
-/// `false`), counting and inserting under a lock per organization.
+/// `false`), counting and inserting under a lock per organization (held to the end of the
+/// caller's transaction).
 async fn insert_within_limit(
     conn: &mut AsyncPgConnection,
     organization: &OrganizationId,
@@ -209,47 +224,43 @@ async fn insert_within_limit(
         Threshold::Value(v) => (v, false),
         Threshold::Offset(v) => (v, true),
     };
-    conn.transaction(async |conn| {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind::<Integer, _>(CREATE_LOCK)
-            .bind::<Text, _>(organization.as_str())
-            .execute(conn)
-            .await?;
-        #[derive(QueryableByName)]
-        struct Kept {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let kept: Kept = diesel::sql_query(
-            "SELECT count(*) AS n FROM usage_triggers WHERE organization_id = $1",
-        )
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind::<Integer, _>(CREATE_LOCK)
         .bind::<Text, _>(organization.as_str())
-        .get_result(conn)
+        .execute(conn)
         .await?;
-        if kept.n >= MAX_PER_ORGANIZATION {
-            return Ok(false);
-        }
-        diesel::sql_query(INSERT)
+    #[derive(QueryableByName)]
+    struct Kept {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let kept: Kept =
+        diesel::sql_query("SELECT count(*) AS n FROM usage_triggers WHERE organization_id = $1")
             .bind::<Text, _>(organization.as_str())
-            .bind::<Text, _>(sid)
-            .bind::<Text, _>(&new.account_sid)
-            .bind::<Nullable<Text>, _>(account)
-            .bind::<Text, _>(new.api_version)
-            .bind::<Nullable<Text>, _>(new.friendly_name.as_deref())
-            .bind::<Text, _>(&new.callback_url)
-            .bind::<Text, _>(new.callback_method.as_str())
-            .bind::<Nullable<Text>, _>(new.recurring.map(Recurring::as_str))
-            .bind::<Text, _>(new.trigger_by.as_str())
-            .bind::<Text, _>(&new.price_unit)
-            .bind::<Text, _>(&new.usage_category)
-            .bind::<Numeric, _>(value)
-            .bind::<Bool, _>(offset)
-            .bind::<Bytea, _>(secret.as_slice())
-            .execute(conn)
+            .get_result(conn)
             .await?;
-        Ok(true)
-    })
-    .await
+    if kept.n >= MAX_PER_ORGANIZATION {
+        return Ok(false);
+    }
+    diesel::sql_query(INSERT)
+        .bind::<Text, _>(organization.as_str())
+        .bind::<Text, _>(sid)
+        .bind::<Text, _>(&new.account_sid)
+        .bind::<Nullable<Text>, _>(account)
+        .bind::<Text, _>(new.api_version)
+        .bind::<Nullable<Text>, _>(new.friendly_name.as_deref())
+        .bind::<Text, _>(&new.callback_url)
+        .bind::<Text, _>(new.callback_method.as_str())
+        .bind::<Nullable<Text>, _>(new.recurring.map(Recurring::as_str))
+        .bind::<Text, _>(new.trigger_by.as_str())
+        .bind::<Text, _>(&new.price_unit)
+        .bind::<Text, _>(&new.usage_category)
+        .bind::<Numeric, _>(value)
+        .bind::<Bool, _>(offset)
+        .bind::<Bytea, _>(secret.as_slice())
+        .execute(conn)
+        .await?;
+    Ok(true)
 }
 
 /// $13 the threshold, or with $14 the offset added to the current period's value.
