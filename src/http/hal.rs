@@ -50,6 +50,8 @@ pub struct UsageRecord<'a> {
     row: &'a MonthlyRow,
     /// `None`: no `_links` (an export's line).
     base_url: Option<&'a str>,
+    /// `decimal_strings=true`: each amount also as a string sibling (`price_decimal`, …).
+    decimal_strings: bool,
 }
 
 impl<'a> UsageRecord<'a> {
@@ -57,7 +59,15 @@ impl<'a> UsageRecord<'a> {
         UsageRecord {
             row,
             base_url: Some(base_url),
+            decimal_strings: false,
         }
+    }
+
+    /// With `price_decimal`, `number_of_units_decimal` and `total_amount_decimal` beside the
+    /// numbers (for clients whose JSON numbers are floats), when `on`.
+    pub fn with_decimal_strings(mut self, on: bool) -> Self {
+        self.decimal_strings = on;
+        self
     }
 
     /// The record's fields without `_links`, as an export writes it.
@@ -65,6 +75,7 @@ impl<'a> UsageRecord<'a> {
         UsageRecord {
             row,
             base_url: None,
+            decimal_strings: false,
         }
     }
 }
@@ -103,7 +114,8 @@ impl Serialize for UsageRecord<'_> {
         let mut id = [0u8; 32];
         let id = &*row.id.simple().encode_lower(&mut id);
         let month = Month::from_date(row.month);
-        let fields = if self.base_url.is_some() { 16 } else { 15 };
+        let fields =
+            15 + usize::from(self.base_url.is_some()) + 3 * usize::from(self.decimal_strings);
         let mut map = serializer.serialize_struct("UsageRecord", fields)?;
         map.serialize_field("id", id)?;
         map.serialize_field("account_id", &row.account_id)?;
@@ -117,9 +129,18 @@ impl Serialize for UsageRecord<'_> {
         map.serialize_field("resolution", &row.resolution)?;
         map.serialize_field("unit", &row.unit)?;
         map.serialize_field("price", &Number(&row.price))?;
+        if self.decimal_strings {
+            map.serialize_field("price_decimal", row.price.as_str())?;
+        }
         map.serialize_field("wallet_name", &row.wallet_name)?;
         map.serialize_field("number_of_units", &Number(&row.number_of_units))?;
+        if self.decimal_strings {
+            map.serialize_field("number_of_units_decimal", row.number_of_units.as_str())?;
+        }
         map.serialize_field("total_amount", &Number(&row.total_amount))?;
+        if self.decimal_strings {
+            map.serialize_field("total_amount_decimal", row.total_amount.as_str())?;
+        }
         if let Some(base_url) = self.base_url {
             map.serialize_field("_links", &SelfHref(base_url, id))?;
         }
@@ -166,6 +187,8 @@ pub struct LinkParams<'a> {
     pub per_page: u32,
     pub filter: Option<&'a str>,
     pub order_by: Option<&'a str>,
+    /// Links keep `decimal_strings=true`, so that every page has the same shape.
+    pub decimal_strings: bool,
 }
 
 /// The position tokens of the `prev` and `next` links, when the page has them.
@@ -188,6 +211,9 @@ impl LinkParams<'_> {
                 href.push('=');
                 href.extend(utf8_percent_encode(value, QUERY_VALUE));
             }
+        }
+        if self.decimal_strings {
+            href.push_str("&decimal_strings=true");
         }
         href
     }
@@ -259,6 +285,7 @@ mod tests {
             per_page: 2,
             filter: Some("month eq '2023-08' and wallet_name eq 'a&b'"),
             order_by: Some("month:desc"),
+            decimal_strings: false,
         };
         let page = UsagePage::new(
             Vec::new(),

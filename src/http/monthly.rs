@@ -26,6 +26,17 @@ struct ListParams {
     cursor: Option<String>,
     /// `format=`: `json`, `csv` or `ndjson` (checked).
     format: Option<String>,
+    /// `decimal_strings=true`: amounts also as strings.
+    decimal_strings: bool,
+}
+
+/// `decimal_strings`: `true` or `false` (default), else the error's description.
+pub(super) fn decimal_strings(text: Option<&str>) -> Result<bool, String> {
+    match text {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(format!("'{other}' is not true or false")),
+    }
 }
 
 impl ListParams {
@@ -33,13 +44,14 @@ impl ListParams {
     /// Every parameter is checked before any error is returned, so that one answer names them
     /// all: that is why it is long.
     fn parse(query_string: &str) -> ApiResult<Self> {
-        let mut raw: [(&str, Option<String>); 6] = [
+        let mut raw: [(&str, Option<String>); 7] = [
             ("page", None),
             ("per_page", None),
             ("filter", None),
             ("order_by", None),
             ("cursor", None),
             ("format", None),
+            ("decimal_strings", None),
         ];
         let mut errors = Vec::new();
         for (name, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
@@ -50,8 +62,12 @@ impl ListParams {
                 slot.1 = Some(value.into_owned());
             }
         }
-        let [(_, page), (_, per_page), (_, filter_text), (_, order_by_text), (_, cursor), (_, format)] =
+        let [(_, page), (_, per_page), (_, filter_text), (_, order_by_text), (_, cursor), (_, format), (_, strings)] =
             raw;
+        let decimal_strings = decimal_strings(strings.as_deref()).unwrap_or_else(|message| {
+            errors.push(FieldError::new("decimal_strings", message));
+            false
+        });
         if let Some(text) = format.as_deref() {
             if !matches!(text, "json" | "csv" | "ndjson") {
                 errors.push(FieldError::new(
@@ -105,6 +121,7 @@ impl ListParams {
             order_by_text: order_by_text.filter(|o| !o.trim().is_empty()),
             cursor,
             format,
+            decimal_strings,
         })
     }
 }
@@ -172,6 +189,7 @@ impl ListParams {
             filter: self.filter_text.clone(),
             order_by: self.order_by_text.clone(),
             base_url: base_url.to_owned(),
+            decimal_strings: self.decimal_strings,
         }
     }
 }
@@ -184,6 +202,7 @@ struct ListTag {
     filter: Option<String>,
     order_by: Option<String>,
     base_url: String,
+    decimal_strings: bool,
 }
 
 impl ListTag {
@@ -204,6 +223,7 @@ impl ListTag {
             self.filter.as_deref().map_or(no_text, str::as_bytes),
             self.order_by.as_deref().map_or(no_text, str::as_bytes),
             self.base_url.as_bytes(),
+            &[u8::from(self.decimal_strings)],
         ])
     }
 }
@@ -310,13 +330,14 @@ fn page(
     let records = found
         .rows
         .iter()
-        .map(|row| UsageRecord::new(row, base_url))
+        .map(|row| UsageRecord::new(row, base_url).with_decimal_strings(params.decimal_strings))
         .collect();
     let links = LinkParams {
         base_url,
         per_page: params.query.per_page,
         filter: params.filter_text.as_deref(),
         order_by: params.order_by_text.as_deref(),
+        decimal_strings: params.decimal_strings,
     };
     let body = UsagePage::new(
         records,
@@ -366,6 +387,11 @@ pub async fn show(
         ));
     }
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid("id", "not a valid id"))?;
+    let strings = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(name, _)| name == "decimal_strings")
+        .map(|(_, value)| value.into_owned());
+    let strings = decimal_strings(strings.as_deref())
+        .map_err(|message| ApiError::invalid("decimal_strings", message))?;
     let organization = principal.organization_id.as_str();
     let mut conn = state.reads().get().await?;
     let tag = |version: &read::Version| {
@@ -376,6 +402,7 @@ pub async fn show(
             &version.data_version.to_le_bytes(),
             id.as_bytes(),
             state.public_url.as_bytes(),
+            &[u8::from(strings)],
         ])
     };
     // A record changes only with its organization's data version, so a tag can be checked
@@ -394,7 +421,10 @@ pub async fn show(
     if lists(&tags, &tag) {
         return Ok(not_modified(&tag));
     }
-    hal(&UsageRecord::new(&row, &state.public_url), &tag)
+    hal(
+        &UsageRecord::new(&row, &state.public_url).with_decimal_strings(strings),
+        &tag,
+    )
 }
 
 /// A strong entity tag: the first 128 bits of SHA-256 over the framed `parts`, in hex.

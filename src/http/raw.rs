@@ -27,7 +27,7 @@ use crate::usage::records::catalogue::{Catalogue, TOTAL_PRICE};
 pub const PATH: &str = "/express/usage/events";
 
 /// The parameters a link carries, in the order it writes them.
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "account_id",
     "category",
     "type",
@@ -37,6 +37,7 @@ const NAMES: [&str; 9] = [
     "per_page",
     "cursor",
     "format",
+    "decimal_strings",
 ];
 
 /// The query string, parsed and checked.
@@ -48,6 +49,8 @@ struct Params {
     per_page: u32,
     cursor: Option<String>,
     format: Option<String>,
+    /// `decimal_strings=true`: amounts also as strings.
+    decimal_strings: bool,
 }
 
 /// `text` as a whole number in `min..=max`.
@@ -64,7 +67,7 @@ impl Params {
         today: NaiveDate,
         catalogue: &Catalogue,
     ) -> ApiResult<Params> {
-        let mut raw: [Option<String>; 9] = Default::default();
+        let mut raw: [Option<String>; 10] = Default::default();
         let mut errors = Vec::new();
         for (name, value) in url::form_urlencoded::parse(query_string.as_bytes()) {
             if let Some(i) = NAMES.iter().position(|known| *known == name) {
@@ -158,19 +161,25 @@ impl Params {
                 );
             }
         }
+        let decimal_strings =
+            super::monthly::decimal_strings(raw[9].as_deref()).unwrap_or_else(|message| {
+                fail("decimal_strings", message);
+                false
+            });
         if !errors.is_empty() {
             return Err(ApiError::InvalidParameter(errors));
         }
         let filters = (0..6)
             .filter_map(|i| raw[i].clone().map(|value| (NAMES[i], value)))
             .collect();
-        let [_, _, _, _, _, _, _, cursor, format] = raw;
+        let [_, _, _, _, _, _, _, cursor, format, _] = raw;
         Ok(Params {
             filters,
             query,
             per_page,
             cursor,
             format,
+            decimal_strings,
         })
     }
 
@@ -196,6 +205,9 @@ impl Params {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.extend_pairs(self.filters.iter().map(|(n, v)| (*n, v.as_str())));
         query.append_pair("per_page", &self.per_page.to_string());
+        if self.decimal_strings {
+            query.append_pair("decimal_strings", "true");
+        }
         if let Some(cursor) = cursor {
             query.append_pair("cursor", cursor);
         }
@@ -259,10 +271,16 @@ struct WireEvent<'a> {
     unit: &'a str,
     #[serde(serialize_with = "exact")]
     quantity: &'a Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantity_decimal: Option<&'a str>,
     #[serde(serialize_with = "exact")]
     unit_price: &'a Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_price_decimal: Option<&'a str>,
     #[serde(serialize_with = "exact")]
     amount: &'a Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount_decimal: Option<&'a str>,
     currency: &'a str,
     wallet_name: &'a str,
     occurred_at: String,
@@ -288,14 +306,28 @@ impl<'a> WireEvent<'a> {
             resolution: e.resolution.as_deref(),
             unit: &e.unit,
             quantity: &e.quantity,
+            quantity_decimal: None,
             unit_price: &e.unit_price,
+            unit_price_decimal: None,
             amount: &e.amount,
+            amount_decimal: None,
             currency: &e.currency,
             wallet_name: &e.wallet_name,
             occurred_at: timestamp(&e.occurred_at),
             ingested_at: timestamp(&e.ingested_at),
             voided_by: e.voided_by.as_deref(),
         }
+    }
+
+    /// With `quantity_decimal`, `unit_price_decimal` and `amount_decimal` beside the numbers,
+    /// when `on`.
+    fn with_decimal_strings(mut self, on: bool) -> Self {
+        if on {
+            self.quantity_decimal = Some(self.quantity.as_str());
+            self.unit_price_decimal = Some(self.unit_price.as_str());
+            self.amount_decimal = Some(self.amount.as_str());
+        }
+        self
     }
 }
 
@@ -402,7 +434,10 @@ async fn page(
         per_page: params.per_page,
         as_of: as_of.to_rfc3339_opts(SecondsFormat::Secs, true),
         _embedded: Embedded {
-            events: rows.iter().map(WireEvent::new).collect(),
+            events: rows
+                .iter()
+                .map(|row| WireEvent::new(row).with_decimal_strings(params.decimal_strings))
+                .collect(),
         },
         _links: links,
     };

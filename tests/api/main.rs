@@ -8,6 +8,7 @@ mod auth;
 mod corrections;
 mod crash;
 mod daily;
+mod decimals;
 mod error_bodies;
 mod events;
 mod exports;
