@@ -114,6 +114,14 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// A migrated database and one connection to it, for the one-shot commands.
+/// `--scope` values, each possibly several space-separated scopes, as one list.
+pub fn scopes(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .flat_map(|s| s.split_whitespace().map(str::to_owned))
+        .collect()
+}
+
 pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<AsyncPgConnection> {
     db::migrate::ensure_database(&args.database_url).await?;
     db::migrate::run(&args.database_url).await?;

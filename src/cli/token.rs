@@ -22,11 +22,7 @@ pub struct TokenArgs {
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     let config = args.auth.config()?;
-    let mut scopes: Vec<String> = args
-        .scopes
-        .iter()
-        .flat_map(|s| s.split_whitespace().map(str::to_owned))
-        .collect();
+    let mut scopes = super::scopes(&args.scopes);
     if scopes.is_empty() {
         scopes.push(READ_SCOPE.to_owned());
     }

@@ -385,7 +385,8 @@ pub async fn list(
     page(&mut conn, &params, &state).await
 }
 
-/// One page from the position the cursor holds, with its links.
+/// One page from the position the cursor holds, with its links. Long: reading one row past the
+/// page on the side it is read from, then both links and the envelope.
 async fn page(
     conn: &mut diesel_async::AsyncPgConnection,
     params: &Params,

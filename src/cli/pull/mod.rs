@@ -133,7 +133,8 @@ struct Client {
 
 impl Client {
     /// GETs `path_and_query` from the base URL: the body of a `200`, after retries and at most
-    /// one renewal of the token.
+    /// one renewal of the token. Long: one arm per kind of answer (success, expired token,
+    /// retry later, connection error, refusal).
     async fn get(&mut self, path_and_query: &str) -> Result<String, Failure> {
         let url = self
             .base
@@ -189,16 +190,21 @@ impl Client {
                 _ => {}
             }
             let body = response.text().await.unwrap_or_default();
-            let reason = error_reason(&body);
-            return Err(match status {
-                400 => Failure::Usage(format!("the server refused the request: {reason}")),
-                401 | 403 => Failure::Auth(format!("{status}: {reason}")),
-                _ => Failure::Server(format!("{url}: {status} {reason}")),
-            });
+            return Err(refusal(status, &url, &body));
         }
         Err(Failure::Server(format!(
             "{url}: no answer after {attempts} attempts"
         )))
+    }
+}
+
+/// What a final answer other than `200` means for the pull (and its exit code).
+fn refusal(status: u16, url: &url::Url, body: &str) -> Failure {
+    let reason = error_reason(body);
+    match status {
+        400 => Failure::Usage(format!("the server refused the request: {reason}")),
+        401 | 403 => Failure::Auth(format!("{status}: {reason}")),
+        _ => Failure::Server(format!("{url}: {status} {reason}")),
     }
 }
 
@@ -375,28 +381,10 @@ impl Run {
     }
 }
 
-/// The pull; its failure carries the exit code.
-pub async fn run(args: PullArgs) -> Result<(), Failure> {
-    let secret = std::env::var("USAGE_API_CLIENT_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Failure::Usage("USAGE_API_CLIENT_SECRET must hold the client secret".to_owned())
-        })?;
+/// The HTTP client of the API: no redirects (the token stays on one host), bounded in time.
+fn api_client(args: &PullArgs, secret: String) -> Result<Client, Failure> {
     let base = url::Url::parse(&args.url).map_err(|e| Failure::Usage(format!("--url: {e}")))?;
-    let output = (args.output != "-").then(|| PathBuf::from(&args.output));
-    if args.resume && output.is_none() {
-        return Err(Failure::Usage("--resume needs --output FILE".to_owned()));
-    }
-    let format = match args.format {
-        Some(format) => format,
-        None => FileFormat::resolve(None, &args.output).unwrap_or(FileFormat::Csv),
-    };
-    let mut scopes: Vec<String> = args
-        .scopes
-        .iter()
-        .flat_map(|s| s.split_whitespace().map(str::to_owned))
-        .collect();
+    let mut scopes = crate::cli::scopes(&args.scopes);
     if scopes.is_empty() {
         scopes.push(crate::auth::READ_SCOPE.to_owned());
     }
@@ -405,28 +393,83 @@ pub async fn run(args: PullArgs) -> Result<(), Failure> {
         .timeout(Duration::from_secs(120))
         .build()
         .map_err(|e| Failure::Network(format!("building the HTTP client: {e}")))?;
-    let mut client = Client {
+    Ok(Client {
         base,
         http,
         tokens: Tokens::new(&args.token_url, &args.client_id, secret, scopes)?,
         attempts: args.retries + 1,
-    };
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}",
-        ) {
-            bar.set_style(style);
+    })
+}
+
+/// Rows of the total, rate and ETA on a terminal; nothing on a pipe.
+fn progress_bar() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Where `--resume` starts: the saved state and the output's length to keep, or `None` when the
+/// saved pull was already complete. No state: the first page, and the file made anew.
+fn resumed(run: &Run, fresh: State) -> Result<Option<(State, Option<u64>)>, Failure> {
+    let path = run
+        .output
+        .as_ref()
+        .map(|p| state_path(p))
+        .unwrap_or_default();
+    match State::load(&path)? {
+        Some(saved) if saved.start != fresh.start || saved.format != fresh.format => {
+            Err(Failure::Usage(format!(
+                "{} is the state of another pull ({}, {}): remove it or pull the same",
+                path.display(),
+                saved.start,
+                saved.format
+            )))
         }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
+        Some(saved) if saved.next.is_none() => {
+            eprintln!("the pull into {} was already complete", run.args.output);
+            Ok(None)
+        }
+        Some(saved) => {
+            eprintln!("resuming after {} rows", saved.rows);
+            let keep = Some(saved.bytes);
+            Ok(Some((saved, keep)))
+        }
+        None => {
+            eprintln!("nothing to resume: starting from the first page");
+            Ok(Some((fresh, None)))
+        }
+    }
+}
+
+/// The pull; its failure carries the exit code.
+pub async fn run(args: PullArgs) -> Result<(), Failure> {
+    let secret = std::env::var("USAGE_API_CLIENT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            Failure::Usage("USAGE_API_CLIENT_SECRET must hold the client secret".to_owned())
+        })?;
+    let output = (args.output != "-").then(|| PathBuf::from(&args.output));
+    if args.resume && output.is_none() {
+        return Err(Failure::Usage("--resume needs --output FILE".to_owned()));
+    }
+    let format = match args.format {
+        Some(format) => format,
+        None => FileFormat::resolve(None, &args.output).unwrap_or(FileFormat::Csv),
     };
+    let mut client = api_client(&args, secret)?;
     let first = start(&args);
-    let fresh = |version: String| State {
+    let fresh = || State {
         start: first.clone(),
         format: format!("{format:?}"),
-        version,
+        version: String::new(),
         next: Some(first.clone()),
         rows: 0,
         bytes: 0,
@@ -435,71 +478,62 @@ pub async fn run(args: PullArgs) -> Result<(), Failure> {
         args,
         format,
         output,
-        progress,
+        progress: progress_bar(),
     };
-    let mut state = fresh(String::new());
-    let mut keep = None;
+    let (mut state, mut keep) = (fresh(), None);
     if run.args.resume {
-        let path = run
-            .output
-            .as_ref()
-            .map(|p| state_path(p))
-            .unwrap_or_default();
-        match State::load(&path)? {
-            Some(saved) if saved.start != first || saved.format != state.format => {
-                return Err(Failure::Usage(format!(
-                    "{} is the state of another pull ({}, {}): remove it or pull the same",
-                    path.display(),
-                    saved.start,
-                    saved.format
-                )))
-            }
-            Some(saved) if saved.next.is_none() => {
-                eprintln!("the pull into {} was already complete", run.args.output);
-                return Ok(());
-            }
-            Some(saved) => {
-                eprintln!("resuming after {} rows", saved.rows);
-                keep = Some(saved.bytes);
-                state = saved;
-            }
-            None => eprintln!("nothing to resume: starting from the first page"),
+        match resumed(&run, fresh())? {
+            Some(from) => (state, keep) = from,
+            None => return Ok(()),
         }
     }
-    let mut restarts = 0;
-    loop {
-        let sink = run.sink(keep)?;
-        match run.pass(&mut client, state, sink).await? {
-            Pass::Done(rows) => {
-                run.progress.finish_and_clear();
-                if let Some(path) = &run.output {
-                    let _ = std::fs::remove_file(state_path(path));
+    run.until_done(&mut client, state, keep, fresh).await
+}
+
+impl Run {
+    /// Passes until one completes, starting over (into a new file) when the data changed under a
+    /// pass, at most `MAX_RESTARTS` times.
+    async fn until_done(
+        &mut self,
+        client: &mut Client,
+        mut state: State,
+        mut keep: Option<u64>,
+        fresh: impl Fn() -> State,
+    ) -> Result<(), Failure> {
+        let mut restarts = 0;
+        loop {
+            let sink = self.sink(keep)?;
+            match self.pass(client, state, sink).await? {
+                Pass::Done(rows) => {
+                    self.progress.finish_and_clear();
+                    if let Some(path) = &self.output {
+                        let _ = std::fs::remove_file(state_path(path));
+                    }
+                    eprintln!("{rows} rows");
+                    return Ok(());
                 }
-                eprintln!("{rows} rows");
-                return Ok(());
-            }
-            Pass::Changed(from, to) if restarts < MAX_RESTARTS => {
-                restarts += 1;
-                eprintln!(
-                    "the organization's data changed during the pull ({from} → {to}): starting \
-                     over so that the file is one version ({restarts} of {MAX_RESTARTS})"
-                );
-                if run.output.is_none() {
+                Pass::Changed(from, to) if restarts < MAX_RESTARTS && self.output.is_some() => {
+                    restarts += 1;
+                    eprintln!(
+                        "the organization's data changed during the pull ({from} → {to}): starting \
+                         over so that the file is one version ({restarts} of {MAX_RESTARTS})"
+                    );
+                    (state, keep) = (fresh(), None);
+                    self.progress.set_position(0);
+                }
+                Pass::Changed(..) if self.output.is_none() => {
                     return Err(Failure::Server(
-                        "the data changed during a pull to stdout, which cannot start over: \
-                         pull into --output FILE"
+                        "the data changed during a pull to stdout, which cannot start over: pull \
+                         into --output FILE"
                             .to_owned(),
-                    ));
+                    ))
                 }
-                state = fresh(String::new());
-                keep = None;
-                run.progress.set_position(0);
-            }
-            Pass::Changed(..) => {
-                return Err(Failure::Server(format!(
-                    "the organization's data kept changing: {MAX_RESTARTS} restarts and no \
-                     consistent version; try again later"
-                )))
+                Pass::Changed(..) => {
+                    return Err(Failure::Server(format!(
+                        "the organization's data kept changing: {MAX_RESTARTS} restarts and no \
+                         consistent version; try again later"
+                    )))
+                }
             }
         }
     }
