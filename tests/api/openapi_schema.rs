@@ -165,3 +165,31 @@ fn every_operation_answers_something_and_every_reference_resolves() {
         assert!(spec.pointer(pointer).is_some(), "{target} does not resolve");
     }
 }
+
+#[actix_web::test]
+async fn the_category_enum_is_the_catalogue_the_server_serves() {
+    let app = crate::support::TestApp::spawn().await;
+    let reply = app
+        .get(
+            "/express/usage/categories",
+            &crate::support::tokens::token("org-a"),
+        )
+        .await;
+    let served: Vec<&str> = reply.body["_embedded"]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["slug"].as_str().unwrap())
+        .collect();
+    let listed: Vec<&str> = spec()
+        .pointer("/components/schemas/CategorySlug/enum")
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed, served,
+        "CategorySlug lists the catalogue, in its order"
+    );
+}
