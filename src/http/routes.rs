@@ -18,8 +18,10 @@ async fn get_or_post() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed("GET, POST"))
 }
 
-async fn get_post_or_delete() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed("GET, POST, DELETE"))
+/// A trigger allows DELETE too; the collection does not.
+async fn trigger_methods(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let tail = req.match_info().get("triggers").unwrap_or("");
+    Err(ApiError::MethodNotAllowed(triggers::allowed_methods(tail)))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -57,7 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(triggers::handle))
             .route(web::post().to(triggers::handle))
             .route(web::delete().to(triggers::handle))
-            .default_service(web::to(get_post_or_delete)),
+            .default_service(web::to(trigger_methods)),
     )
     .service(
         web::resource(triggers::DELIVERIES_PATH)

@@ -194,6 +194,26 @@ fn method(text: &str) -> Result<Method, String> {
     Method::parse(&text.to_ascii_uppercase()).ok_or_else(|| format!("'{text}' is not GET or POST"))
 }
 
+/// Every form field of create and update.
+const FORM_FIELDS: [&str; 8] = [
+    "CallbackUrl",
+    "TriggerValue",
+    "UsageCategory",
+    "CallbackMethod",
+    "FriendlyName",
+    "Recurring",
+    "TriggerBy",
+    "PriceUnit",
+];
+
+/// The methods of the collection or of one trigger, as `Allow` lists them.
+pub fn allowed_methods(tail: &str) -> &'static str {
+    match parse_tail(tail) {
+        Some((Some(_), _)) => "GET, POST, DELETE",
+        _ => "GET, POST",
+    }
+}
+
 /// The form fields of a body, after its media type is checked.
 fn form_fields(req: &HttpRequest, body: &[u8]) -> ApiResult<Vec<(String, String)>> {
     let media = req
@@ -224,10 +244,12 @@ fn form_fields(req: &HttpRequest, body: &[u8]) -> ApiResult<Vec<(String, String)
     let fields: Vec<(String, String)> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    // A parameter given twice is ambiguous (and each CallbackUrl would cost a DNS lookup).
+    // A known parameter given twice is ambiguous (and each CallbackUrl would cost a DNS lookup);
+    // unknown ones are ignored, as Twilio does, however often they come.
     let mut seen = std::collections::BTreeSet::new();
     let repeated: Vec<FieldError> = fields
         .iter()
+        .filter(|(name, _)| FORM_FIELDS.contains(&name.as_str()))
         .filter(|(name, _)| !seen.insert(name.as_str()))
         .map(|(name, _)| FieldError::new(name, "given more than once"))
         .collect();

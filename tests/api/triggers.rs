@@ -450,6 +450,38 @@ async fn every_bad_field_of_a_create_is_named_at_once() {
         .await
         .unwrap();
     assert_eq!(put.status(), 405);
+    assert_eq!(
+        put.headers()["allow"],
+        "GET, POST",
+        "the collection has no DELETE"
+    );
+    let put_one = app
+        .client
+        .put(format!(
+            "{}/2010-04-01/Accounts/org-a/Usage/Triggers/UT0123456789abcdef0123456789abcdef.json",
+            app.address
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put_one.status(), 405);
+    assert_eq!(put_one.headers()["allow"], "GET, POST, DELETE");
+    // Unknown parameters are ignored, however often they come (as Twilio does).
+    let ignored = app
+        .form(
+            Method::POST,
+            TRIGGERS,
+            &org_a,
+            &[
+                ("CallbackUrl", "http://127.0.0.1:9/a"),
+                ("TriggerValue", "1"),
+                ("UsageCategory", "calls"),
+                ("Unknown", "1"),
+                ("Unknown", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(ignored.status, 201, "{}", ignored.text);
 }
 
 #[actix_web::test]
