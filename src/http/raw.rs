@@ -93,6 +93,9 @@ impl Params {
                     "account_id",
                     format!("must be 1 to {MAX_ID_CHARS} characters"),
                 );
+            } else if id.contains('\0') {
+                // Postgres text cannot hold NUL: no account has one.
+                fail("account_id", "contains a NUL character".to_owned());
             } else {
                 query.account = Some(AccountId::new(id.clone()));
             }

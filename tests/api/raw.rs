@@ -503,3 +503,29 @@ async fn a_client_that_goes_away_mid_export_stops_the_database_work() {
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[actix_web::test]
+async fn an_account_id_with_a_nul_is_a_400_not_a_500() {
+    let app = crate::support::TestApp::spawn().await;
+    let reply = app
+        .get(
+            "/express/usage/events?account_id=a%00b",
+            &crate::support::tokens::token("org-a"),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.field_names(), ["account_id"]);
+    // The same byte as an AccountSid of the Twilio-format routes: not the caller's, a 403.
+    for path in [
+        "/2010-04-01/Accounts/a%00b/Usage/Records.json",
+        "/2010-04-01/Accounts/a%00b/Usage/Triggers.json",
+    ] {
+        let token = if path.contains("Triggers") {
+            crate::support::tokens::triggers("org-a")
+        } else {
+            crate::support::tokens::token("org-a")
+        };
+        let reply = app.get(path, &token).await;
+        assert_eq!(reply.status, 403, "{path}: {}", reply.text);
+    }
+}

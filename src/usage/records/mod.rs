@@ -71,6 +71,10 @@ async fn scope_of(
             account: None,
         }));
     }
+    if sid.contains('\0') {
+        // Postgres text cannot hold NUL: no account has one.
+        return Ok(None);
+    }
     let owned: Option<AccountId> = accounts::table
         .filter(accounts::organization_id.eq(organization))
         .filter(accounts::id.eq(sid))

@@ -151,6 +151,10 @@ pub async fn scope_of(
     if organization.as_str() == sid {
         return Ok(Some(None));
     }
+    if sid.contains('\0') {
+        // Postgres text cannot hold NUL: no account has one.
+        return Ok(None);
+    }
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = Text)]

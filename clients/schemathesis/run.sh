@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Schema fuzzing: schemathesis against a live `usage-api serve` on a real database, with all
+# checks, once per scope (read, write, triggers) on the operations that scope may call. Zero
+# failures or the script fails. Run by .ci/run after the tests (it uses their debug binary).
+#
+#   clients/schemathesis/run.sh            # BIN=target/debug/usage-api by default
+#
+# Its own database (<DATABASE_URL's name>_schemathesis, made anew) holds `usage-api demo`'s data.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+HERE=$ROOT/clients/schemathesis
+BIN=${BIN:-$ROOT/target/debug/usage-api}
+SERVER=${DATABASE_URL:-postgres://root@127.0.0.1:5432/usage_api}
+NAME=${SERVER##*/}
+DB="${SERVER%/*}/${NAME:-usage_api}_schemathesis"
+VENV=$ROOT/target/schemathesis-venv
+export OAUTH_DEV_SECRET=schema-fuzzing-development-secret-0123456789
+
+[[ -x $BIN ]] || { echo "no $BIN: build it first (cargo build)"; exit 1; }
+if ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q 'schemathesis==4.32.5'
+fi
+"$VENV/bin/schemathesis" --version
+
+psql -X -q "${SERVER%/*}/postgres" -c "DROP DATABASE IF EXISTS \"${DB##*/}\"" >/dev/null
+DATABASE_URL=$DB "$BIN" demo --no-serve >/dev/null
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log=$(mktemp)
+env DATABASE_URL="$DB" USAGE_API_WEBHOOK_ALLOW_HOSTS=127.0.0.1 RUST_LOG=warn \
+    "$BIN" serve --no-migrate --bind "127.0.0.1:$port" >"$log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready" && break
+    sleep 0.1
+done
+
+token() { "$BIN" token --org demo-org --ttl 3600 --scope "$1"; }
+fuzz() {
+    local scope=$1
+    shift
+    echo "== schemathesis with the $scope scope"
+    "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" run "$ROOT/openapi.yaml" \
+        --url "http://127.0.0.1:$port" -H "Authorization: Bearer $(token "express-accounts-usage:$scope")" \
+        --checks all --workers 1 --max-time 120 --no-color "$@"
+}
+fuzz read --include-method GET --exclude-path-regex '[Tt]riggers'
+fuzz write --include-operation-id sendUsageEvents
+fuzz triggers --include-path-regex '[Tt]riggers'
