@@ -83,6 +83,20 @@ fn mac(key: &[u8], binding: &Binding, payload: &[u8]) -> Option<Hmac<Sha256>> {
     Some(mac)
 }
 
+/// Whether `text` has a `cursor`'s form (what openapi.yaml's pattern says: 1 to
+/// `MAX_CURSOR_BYTES` URL-safe base64 characters), else why not. Checked for every request that
+/// carries one, an export's included, even where the position itself is not needed.
+pub fn check_form(text: &str) -> Result<(), String> {
+    if text.len() > MAX_CURSOR_BYTES {
+        return Err(format!("is longer than {MAX_CURSOR_BYTES} characters"));
+    }
+    let url_safe = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if text.is_empty() || !text.bytes().all(url_safe) {
+        return Err("is not a position token (letters, digits, - and _)".to_owned());
+    }
+    Ok(())
+}
+
 /// The token as a `cursor` value, or `None` when it would be longer than a link may carry.
 pub fn encode(key: &[u8], binding: &Binding, token: &Token) -> Option<String> {
     let payload = serde_json::to_vec(token).ok()?;

@@ -62,23 +62,26 @@ fn body_format(req: &HttpRequest, body: &[u8]) -> ApiResult<BodyFormat> {
     }
 }
 
-/// Reads the body, refusing it as soon as it is larger than the limit.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> ApiResult<Vec<u8>> {
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
+/// Reads the body, refusing it (`413`, the JSON error body) as soon as it is larger than `limit`.
+pub(super) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> ApiResult<Vec<u8>> {
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|_| ApiError::InvalidBody("the body could not be read".to_owned()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
@@ -192,7 +195,7 @@ pub async fn ingest(
 ) -> ApiResult<HttpResponse> {
     principal.require(WRITE_SCOPE)?;
     let key = idempotency_key(&req)?;
-    let body = read_body(&req, payload).await?;
+    let body = read_body(&req, payload, MAX_BODY_BYTES).await?;
     let format = body_format(&req, &body)?;
     let parsed = parse_events(format, &body)?;
     let (results, valid, slots) = check_events(parsed, &Window::now(state.max_event_age_days));

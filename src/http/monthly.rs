@@ -76,14 +76,8 @@ impl ListParams {
                 ));
             }
         }
-        if cursor
-            .as_ref()
-            .is_some_and(|c| c.len() > cursor::MAX_CURSOR_BYTES)
-        {
-            errors.push(FieldError::new(
-                "cursor",
-                format!("is longer than {} characters", cursor::MAX_CURSOR_BYTES),
-            ));
+        if let Some(Err(message)) = cursor.as_deref().map(cursor::check_form) {
+            errors.push(FieldError::new("cursor", message));
         }
         let mut number = |name: &str, text: Option<String>, max: u32, default: u32| match text {
             None => default,

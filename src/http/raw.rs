@@ -147,14 +147,8 @@ impl Params {
                 raw::DEFAULT_PER_PAGE
             }),
         };
-        if raw[7]
-            .as_ref()
-            .is_some_and(|c| c.len() > cursor::MAX_CURSOR_BYTES)
-        {
-            fail(
-                "cursor",
-                format!("is longer than {} characters", cursor::MAX_CURSOR_BYTES),
-            );
+        if let Some(Err(message)) = raw[7].as_deref().map(cursor::check_form) {
+            fail("cursor", message);
         }
         if let Some(format) = &raw[8] {
             if !matches!(format.as_str(), "json" | "csv" | "ndjson") {

@@ -55,7 +55,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource(triggers::PATH)
             .wrap(from_fn(records::with_status))
-            .app_data(web::PayloadConfig::new(triggers::MAX_BODY_BYTES))
             .route(web::get().to(triggers::handle))
             .route(web::post().to(triggers::handle))
             .route(web::delete().to(triggers::handle))

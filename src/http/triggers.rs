@@ -236,11 +236,6 @@ fn form_fields(req: &HttpRequest, body: &[u8]) -> ApiResult<Vec<(String, String)
             ))
         }
     }
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the body is larger than {MAX_BODY_BYTES} bytes"
-        )));
-    }
     let fields: Vec<(String, String)> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -558,7 +553,7 @@ pub async fn handle(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let (version, sid, tail) = path.into_inner();
     let (trigger_sid, extension) = parse_tail(&tail).ok_or(ApiError::NotFound)?;
@@ -576,6 +571,8 @@ pub async fn handle(
         return Err(ApiError::MethodNotAllowed(allowed));
     }
     principal.require(TRIGGERS_SCOPE)?;
+    // Read here with its limit, so that a body too large is the API's 413, not actix's.
+    let body = super::events::read_body(&req, payload, MAX_BODY_BYTES).await?;
     let Some(trigger_sid) = trigger_sid else {
         return if method == actix_web::http::Method::GET {
             list(&principal, &req, &state, target).await

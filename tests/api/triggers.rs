@@ -431,6 +431,17 @@ async fn every_bad_field_of_a_create_is_named_at_once() {
         .await;
     assert_eq!(twice.status, 400);
     assert_eq!(twice.field_names(), ["CallbackUrl"]);
+    // Larger than 16 KiB: the API's own 413 (a JSON error body).
+    let large = app
+        .form(
+            Method::POST,
+            TRIGGERS,
+            &org_a,
+            &[("FriendlyName", &"x".repeat(17 * 1024))],
+        )
+        .await;
+    assert_eq!(large.status, 413);
+    assert_eq!(large.code(), "payload_too_large");
     // Not a form: 415.
     let json_body = app
         .client
