@@ -547,7 +547,8 @@ fn wire_uri(t: &Trigger) -> String {
     )
 }
 
-/// Every method of `/{version}/Accounts/{AccountSid}/Usage/Triggers…`.
+/// Every method of `/{version}/Accounts/{AccountSid}/Usage/Triggers…`. Long: the one place that
+/// maps the five operations (list, create, fetch, update, delete) onto the path and method.
 pub async fn handle(
     principal: Principal,
     req: HttpRequest,
