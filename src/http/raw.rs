@@ -382,8 +382,8 @@ pub async fn list(
     page(&mut conn, &params, &state).await
 }
 
-/// One page from the position the cursor holds, with its links. Long: reading one row past the
-/// page on the side it is read from, then both links and the envelope.
+/// One page from the position the cursor holds (one row more is read on the side it is read
+/// from, to know whether a page lies beyond), with its links.
 async fn page(
     conn: &mut diesel_async::AsyncPgConnection,
     params: &Params,
@@ -416,16 +416,8 @@ async fn page(
     let links = Links {
         this: Link::to(params.href(base_url, params.cursor.as_deref())),
         first: Link::to(params.href(base_url, None)),
-        prev: if has_prev {
-            link(Side::Before, rows.first())
-        } else {
-            None
-        },
-        next: if has_next {
-            link(Side::After, rows.last())
-        } else {
-            None
-        },
+        prev: has_prev.then(|| link(Side::Before, rows.first())).flatten(),
+        next: has_next.then(|| link(Side::After, rows.last())).flatten(),
     };
     let body = EventsPage {
         count: rows.len(),

@@ -262,17 +262,33 @@ async fn callback_url(state: &AppState, text: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// The create form, checked whole: one `400` names every field at fault. Long: one arm per
-/// field of Twilio's form, then the required ones.
-async fn new_trigger(
-    state: &AppState,
-    fields: Vec<(String, String)>,
-    target: &Target,
-    catalogue: &Catalogue,
-) -> ApiResult<NewTrigger> {
-    let mut errors = Vec::new();
-    let (mut url, mut value, mut category) = (None, None, None);
-    let mut new = NewTrigger {
+/// A create's optional field applied to `new`, or why it is refused; unknown names are ignored.
+fn optional_field(new: &mut NewTrigger, name: &str, value: String) -> Result<(), String> {
+    match name {
+        "CallbackMethod" => method(&value).map(|m| new.callback_method = m),
+        "FriendlyName" => {
+            new.friendly_name = Some(value);
+            Ok(())
+        }
+        "Recurring" if value.is_empty() => Ok(()),
+        "Recurring" => Recurring::parse(&value)
+            .map(|r| new.recurring = Some(r))
+            .ok_or_else(|| format!("expected one of {}", Recurring::expected())),
+        "TriggerBy" => TriggerBy::parse(&value)
+            .map(|t| new.trigger_by = t)
+            .ok_or_else(|| format!("expected one of {}", TriggerBy::expected())),
+        "PriceUnit" if value.len() == 3 && value.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            new.price_unit = value.to_ascii_lowercase();
+            Ok(())
+        }
+        "PriceUnit" => Err(format!("'{value}' is not an ISO 4217 currency code")),
+        _ => Ok(()),
+    }
+}
+
+/// A trigger of `target` with every optional field at its default.
+fn defaults(target: &Target) -> NewTrigger {
+    NewTrigger {
         account_sid: target.sid.clone(),
         api_version: target.version,
         callback_url: String::new(),
@@ -283,7 +299,19 @@ async fn new_trigger(
         price_unit: "usd".to_owned(),
         usage_category: String::new(),
         threshold: Threshold::Value(Decimal::ZERO),
-    };
+    }
+}
+
+/// The create form, checked whole: one `400` names every field at fault.
+async fn new_trigger(
+    state: &AppState,
+    fields: Vec<(String, String)>,
+    target: &Target,
+    catalogue: &Catalogue,
+) -> ApiResult<NewTrigger> {
+    let mut errors = Vec::new();
+    let (mut url, mut value, mut category) = (None, None, None);
+    let mut new = defaults(target);
     for (name, value_text) in fields {
         if name != "CallbackUrl" && value_text.chars().count() > MAX_VALUE_CHARS {
             errors.push(FieldError::new(
@@ -297,35 +325,14 @@ async fn new_trigger(
                 .await
                 .map(|u| url = Some(u)),
             "TriggerValue" => threshold(&value_text).map(|t| value = Some(t)),
-            "UsageCategory" => match catalogue.get(&value_text) {
-                Some(_) => {
-                    category = Some(value_text);
-                    Ok(())
-                }
-                None => Err(format!(
-                    "unknown category '{value_text}'; GET /express/usage/categories lists them"
-                )),
-            },
-            "CallbackMethod" => method(&value_text).map(|m| new.callback_method = m),
-            "FriendlyName" => {
-                new.friendly_name = Some(value_text);
+            "UsageCategory" if catalogue.get(&value_text).is_some() => {
+                category = Some(value_text);
                 Ok(())
             }
-            "Recurring" if value_text.is_empty() => Ok(()),
-            "Recurring" => Recurring::parse(&value_text)
-                .map(|r| new.recurring = Some(r))
-                .ok_or_else(|| format!("expected one of {}", Recurring::expected())),
-            "TriggerBy" => TriggerBy::parse(&value_text)
-                .map(|t| new.trigger_by = t)
-                .ok_or_else(|| format!("expected one of {}", TriggerBy::expected())),
-            "PriceUnit"
-                if value_text.len() == 3 && value_text.bytes().all(|b| b.is_ascii_alphabetic()) =>
-            {
-                new.price_unit = value_text.to_ascii_lowercase();
-                Ok(())
-            }
-            "PriceUnit" => Err(format!("'{value_text}' is not an ISO 4217 currency code")),
-            _ => Ok(()),
+            "UsageCategory" => Err(format!(
+                "unknown category '{value_text}'; GET /express/usage/categories lists them"
+            )),
+            other => optional_field(&mut new, other, value_text),
         };
         if let Err(message) = checked {
             errors.push(FieldError::new(&name, message));
@@ -547,8 +554,8 @@ fn wire_uri(t: &Trigger) -> String {
     )
 }
 
-/// Every method of `/{version}/Accounts/{AccountSid}/Usage/Triggers…`. Long: the one place that
-/// maps the five operations (list, create, fetch, update, delete) onto the path and method.
+/// Every method of `/{version}/Accounts/{AccountSid}/Usage/Triggers…`: the one place that maps
+/// the five operations (list, create, fetch, update, delete) onto the path and method.
 pub async fn handle(
     principal: Principal,
     req: HttpRequest,
@@ -560,16 +567,11 @@ pub async fn handle(
     let (trigger_sid, extension) = parse_tail(&tail).ok_or(ApiError::NotFound)?;
     let target = target(&version, sid, extension)?;
     let method = req.method().clone();
-    let allowed = if trigger_sid.is_some() {
-        "GET, POST, DELETE"
-    } else {
-        "GET, POST"
-    };
     if !(method == actix_web::http::Method::GET
         || method == actix_web::http::Method::POST
         || (method == actix_web::http::Method::DELETE && trigger_sid.is_some()))
     {
-        return Err(ApiError::MethodNotAllowed(allowed));
+        return Err(ApiError::MethodNotAllowed(allowed_methods(&tail)));
     }
     principal.require(TRIGGERS_SCOPE)?;
     // Read here with its limit, so that a body too large is the API's 413, not actix's.

@@ -133,8 +133,7 @@ struct Client {
 
 impl Client {
     /// GETs `path_and_query` from the base URL: the body of a `200`, after retries and at most
-    /// one renewal of the token. Long: one arm per kind of answer (success, expired token,
-    /// retry later, connection error, refusal).
+    /// one renewal of the token.
     async fn get(&mut self, path_and_query: &str) -> Result<String, Failure> {
         let url = self
             .base
@@ -149,12 +148,7 @@ impl Client {
             let response = match sent {
                 Ok(response) => response,
                 Err(err) if attempt < attempts => {
-                    eprintln!(
-                        "{}: {err}; retrying in {:.1} s",
-                        url.path(),
-                        wait.as_secs_f64()
-                    );
-                    tokio::time::sleep(wait).await;
+                    pause(&url, &err, wait).await;
                     wait = (wait * 2).min(MAX_WAIT);
                     continue;
                 }
@@ -177,13 +171,12 @@ impl Client {
                     let asked = retry_after(&response).unwrap_or(wait).min(MAX_WAIT);
                     // A little jitter, so that many clients told the same delay do not return
                     // in step.
-                    let pause = asked + asked.mul_f64(rand::random::<f64>() * 0.1);
-                    eprintln!(
-                        "{}: {status}; retrying in {:.1} s",
-                        url.path(),
-                        pause.as_secs_f64()
-                    );
-                    tokio::time::sleep(pause).await;
+                    pause(
+                        &url,
+                        &status,
+                        asked + asked.mul_f64(rand::random::<f64>() * 0.1),
+                    )
+                    .await;
                     wait = (wait * 2).min(MAX_WAIT);
                     continue;
                 }
@@ -196,6 +189,16 @@ impl Client {
             "{url}: no answer after {attempts} attempts"
         )))
     }
+}
+
+/// Says why a request is tried again, and waits `wait`.
+async fn pause(url: &url::Url, why: &dyn std::fmt::Display, wait: Duration) {
+    eprintln!(
+        "{}: {why}; retrying in {:.1} s",
+        url.path(),
+        wait.as_secs_f64()
+    );
+    tokio::time::sleep(wait).await;
 }
 
 /// What a final answer other than `200` means for the pull (and its exit code).
