@@ -303,6 +303,12 @@ async fn an_unreachable_database_is_a_503_with_retry_after_and_no_details() {
         "{}",
         reply.text
     );
+    // The probe answers its own document, naming what is missing, never an error body.
     let ready = app.get_with("/health/ready", &[]).await;
     assert_eq!(ready.status, 503);
+    assert_eq!(ready.header("retry-after"), Some("1"));
+    assert_eq!(
+        ready.body,
+        serde_json::json!({"status": "not_ready", "database": "unavailable", "keys": "loaded"})
+    );
 }
