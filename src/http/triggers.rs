@@ -240,18 +240,26 @@ fn form_fields(req: &HttpRequest, body: &[u8]) -> ApiResult<Vec<(String, String)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     // A known parameter given twice is ambiguous (and each CallbackUrl would cost a DNS lookup);
-    // unknown ones are ignored, as Twilio does, however often they come.
+    // unknown ones are ignored, as Twilio does, however often they come. A NUL cannot be stored
+    // in a text column, so it is refused where it would otherwise fail the INSERT.
     let mut seen = std::collections::BTreeSet::new();
-    let repeated: Vec<FieldError> = fields
+    let faults: Vec<FieldError> = fields
         .iter()
         .filter(|(name, _)| FORM_FIELDS.contains(&name.as_str()))
-        .filter(|(name, _)| !seen.insert(name.as_str()))
-        .map(|(name, _)| FieldError::new(name, "given more than once"))
+        .filter_map(|(name, value)| {
+            if !seen.insert(name.as_str()) {
+                Some(FieldError::new(name, "given more than once"))
+            } else if value.contains('\0') {
+                Some(FieldError::new(name, "contains a NUL character"))
+            } else {
+                None
+            }
+        })
         .collect();
-    if repeated.is_empty() {
+    if faults.is_empty() {
         Ok(fields)
     } else {
-        Err(ApiError::InvalidParameter(repeated))
+        Err(ApiError::InvalidParameter(faults))
     }
 }
 

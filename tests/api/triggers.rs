@@ -493,6 +493,31 @@ async fn every_bad_field_of_a_create_is_named_at_once() {
         )
         .await;
     assert_eq!(ignored.status, 201, "{}", ignored.text);
+    // A NUL cannot be stored: a 400 naming the field, on create and on update (not a 500).
+    let nul = app
+        .form(
+            Method::POST,
+            TRIGGERS,
+            &org_a,
+            &[
+                ("CallbackUrl", "http://127.0.0.1:9/a"),
+                ("TriggerValue", "1"),
+                ("UsageCategory", "calls"),
+                ("FriendlyName", "a\0b"),
+            ],
+        )
+        .await;
+    assert_eq!(nul.status, 400, "{}", nul.text);
+    assert_eq!(nul.field_names(), ["FriendlyName"]);
+    let one = format!(
+        "/2010-04-01/Accounts/org-a/Usage/Triggers/{}.json",
+        ignored.body["sid"].as_str().unwrap()
+    );
+    let nul = app
+        .form(Method::POST, &one, &org_a, &[("FriendlyName", "\0")])
+        .await;
+    assert_eq!(nul.status, 400, "{}", nul.text);
+    assert_eq!(nul.field_names(), ["FriendlyName"]);
 }
 
 #[actix_web::test]
