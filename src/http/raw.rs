@@ -391,7 +391,11 @@ async fn page(
 ) -> ApiResult<HttpResponse> {
     let key = state.cursor_key(conn).await?.to_vec();
     let seek = seek_of(params, &key)?;
-    let as_of = raw::as_of(conn).await?;
+    // The organization's freshness instant, as on the monthly list: it moves when the
+    // organization's data changes, so a reader walking the pages can tell that it did.
+    let as_of = crate::usage::read::version(conn, &params.query.organization)
+        .await?
+        .as_of;
     // One more row than shown tells whether there is a page beyond, in the reading direction.
     let mut rows = raw::page(conn, &params.query, &seek, params.per_page + 1).await?;
     let shown = params.per_page as usize;
@@ -422,7 +426,7 @@ async fn page(
     let body = EventsPage {
         count: rows.len(),
         per_page: params.per_page,
-        as_of: as_of.to_rfc3339_opts(SecondsFormat::Secs, true),
+        as_of: as_of.to_rfc3339_opts(SecondsFormat::Micros, true),
         _embedded: Embedded {
             events: rows
                 .iter()

@@ -302,6 +302,34 @@ async fn a_pull_through_503s_and_short_lived_tokens_writes_the_export_exactly() 
         String::from_utf8(out.stdout).unwrap(),
         export(&app, "ndjson").await
     );
+
+    // The raw events, through the 503s again: the server's own export of them, exactly.
+    proxy.mode(json!({"every": 3}));
+    let events_file = dir.path().join("events.csv");
+    let out = pull(
+        &proxy.url(),
+        &auth,
+        Some(SECRET),
+        &[
+            "--resource",
+            "events",
+            "--output",
+            events_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = app
+        .download("/express/usage/events?format=csv", "org-a", &[])
+        .await;
+    assert_eq!(got.status, 200);
+    let written = std::fs::read_to_string(&events_file).unwrap();
+    assert_eq!(written, got.body);
+    assert_eq!(
+        written.lines().count(),
+        96,
+        "a header and org-a's 95 events"
+    );
 }
 
 #[actix_web::test]

@@ -174,9 +174,11 @@ async fn a_walk_through_next_visits_every_event_once_in_order_and_prev_walks_bac
         first["_links"]["first"]["href"],
         format!("{PUBLIC_URL}/express/usage/events?per_page=7")
     );
+    // `as_of` is the organization's freshness, the same on every page while nothing changes.
     for page in &pages {
         assert_eq!(page["per_page"], 7);
         assert!(page["as_of"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(page["as_of"], first["as_of"]);
     }
     // Back from the last page through `prev`: the same pages, in reverse.
     let mut page = pages.last().unwrap().clone();
@@ -199,6 +201,12 @@ async fn a_walk_through_next_visits_every_event_once_in_order_and_prev_walks_bac
         .get("/express/usage/events?per_page=1", &token("org-a"))
         .await;
     assert_eq!(reply.body["_embedded"]["events"][0]["event_id"], "z-late");
+    // Once rolled up, the change shows in `as_of` too (a pull of the events starts over on it).
+    app.rollup().await;
+    let reply = app
+        .get("/express/usage/events?per_page=1", &token("org-a"))
+        .await;
+    assert_ne!(reply.body["as_of"], first["as_of"]);
 }
 
 /// Which events of the oracle a filter keeps.

@@ -223,19 +223,6 @@ pub async fn page(
     Ok(rows)
 }
 
-/// The instant before which every committed event is visible to the statements that follow.
-pub async fn as_of(conn: &mut AsyncPgConnection) -> diesel::QueryResult<DateTime<Utc>> {
-    #[derive(QueryableByName)]
-    struct Now {
-        #[diesel(sql_type = Timestamptz)]
-        now: DateTime<Utc>,
-    }
-    let now: Now = diesel::sql_query("SELECT statement_timestamp() AS now")
-        .get_result(conn)
-        .await?;
-    Ok(now.now)
-}
-
 /// Whether `account` is one of `organization`'s accounts.
 pub async fn owns(
     conn: &mut AsyncPgConnection,
