@@ -2,16 +2,24 @@
 //! built once (by `cli::serve` and the tests) before the HTTP server starts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
+use crate::auth::admission::{Admission, Limits};
 use crate::auth::Verifier;
+use crate::db::cancel::{self, Canceller};
+use crate::db::pool::DbConn;
 use crate::db::DbPool;
+use crate::error::ApiError;
 use crate::usage::read::cache::ReadCache;
 use crate::usage::records::catalogue::Catalogue;
 use crate::usage::triggers::callback::CallbackPolicy;
 use crate::usage::triggers::deliver::Settings;
+
+/// `USAGE_API_REQUEST_TIMEOUT_MS`'s default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Built once, shared by every worker. Everything in it is either configuration or a cache
 /// keyed by data version, so replicas stay interchangeable.
@@ -42,6 +50,18 @@ pub struct AppState {
     pub deliveries: Option<Settings>,
     /// Wakes the delivery worker when a rollup fired triggers.
     pub fired: Arc<tokio::sync::Notify>,
+    /// Per-organization rate and concurrency limits (also registered as its own app data, for
+    /// the `Principal` extractor).
+    pub admission: Arc<Admission>,
+    /// `USAGE_API_REQUEST_TIMEOUT_MS`: a request's deadline.
+    pub request_timeout: Duration,
+    /// Cancels statements on the primary's and on the read pool's connections (a request past
+    /// its deadline); `None`: they run until `statement_timeout`.
+    pub cancel_primary: Option<Canceller>,
+    pub cancel_read: Option<Canceller>,
+    /// Whether the database's schema is known to be current: false while `serve` still waits
+    /// to apply its migrations (readiness and the API then answer 503).
+    pub schema_ready: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -60,12 +80,52 @@ impl AppState {
             callbacks: Arc::default(),
             deliveries: None,
             fired: Arc::default(),
+            admission: Admission::new(Limits::default()),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            cancel_primary: None,
+            cancel_read: None,
+            schema_ready: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether the API may be served: the schema is current.
+    pub fn is_open(&self) -> bool {
+        self.schema_ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Until [`AppState::open`]: the API answers 503.
+    pub fn close(&self) {
+        self.schema_ready
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn open(&self) {
+        self.schema_ready
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The pool the read API uses.
     pub fn reads(&self) -> &DbPool {
         self.read_pool.as_ref().unwrap_or(&self.pool)
+    }
+
+    /// A connection of the primary for this request: its statements are cancelled if the
+    /// request outlives its deadline.
+    pub async fn primary(&self) -> Result<DbConn, ApiError> {
+        let conn = self.pool.get().await?;
+        cancel::register(&conn, self.cancel_primary.as_ref());
+        Ok(conn)
+    }
+
+    /// A connection of the read API's pool for this request, as [`AppState::primary`].
+    pub async fn replica(&self) -> Result<DbConn, ApiError> {
+        let conn = self.reads().get().await?;
+        let cancel = match self.read_pool {
+            Some(_) => self.cancel_read.as_ref(),
+            None => self.cancel_primary.as_ref(),
+        };
+        cancel::register(&conn, cancel);
+        Ok(conn)
     }
 
     /// The key for position tokens (shared by every replica through the database), read on

@@ -7,6 +7,9 @@
 //! | `USAGE_API_STATEMENT_TIMEOUT_MS` | `10000` | per-statement timeout on every connection |
 //! | `USAGE_API_BIND` | `127.0.0.1:8080` | listen address |
 //! | `USAGE_API_PUBLIC_URL` | `http://` + bind | base of every HAL link |
+//! | `USAGE_API_ORG_RATE`, `USAGE_API_ORG_BURST` | `100`, `200` | requests a second per organization, and the burst; past it `429 rate_limited` |
+//! | `USAGE_API_ORG_CONCURRENCY` | `8` | requests of one organization in flight at once; past it `429 rate_limited` |
+//! | `USAGE_API_REQUEST_TIMEOUT_MS` | `10000` | a request's deadline: then `503`, its statements cancelled |
 //! | `USAGE_API_ROLLUP_INTERVAL_MS` | `500` | how often `serve` rolls up dirty groups (0: never) |
 //! | `OAUTH_JWKS_URL` | — | the issuer's JWKS |
 //! | `OAUTH_ISSUER`, `OAUTH_AUDIENCE` | — | required `iss` / `aud` when set |
@@ -72,6 +75,18 @@ pub struct HttpArgs {
     /// Base URL of every HAL link (scheme, host, optional path prefix). Default: http:// + bind.
     #[arg(long, env = "USAGE_API_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Requests a second one organization may make, sustained (GCRA, per replica).
+    #[arg(long, env = "USAGE_API_ORG_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub org_rate: u32,
+    /// Requests one organization may make at once above its rate.
+    #[arg(long, env = "USAGE_API_ORG_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub org_burst: u32,
+    /// Requests of one organization in flight at once (streaming exports until their last byte).
+    #[arg(long, env = "USAGE_API_ORG_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub org_concurrency: u32,
+    /// A request's deadline, in milliseconds: past it, `503` and its statements are cancelled.
+    #[arg(long, env = "USAGE_API_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub request_timeout_ms: u64,
 }
 
 impl HttpArgs {

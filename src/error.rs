@@ -73,6 +73,12 @@ pub enum ApiError {
     /// The database cannot be reached right now; the client should retry.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The caller's organization sent more requests, or more at once, than it may.
+    #[error("rate limited")]
+    RateLimited(Refusal),
+    /// No answer within the request deadline; the request's database work was cancelled.
+    #[error("request deadline")]
+    Deadline(std::time::Duration),
     /// The token's issuer cannot be reached for its keys right now: the token may be fine.
     #[error("issuer unavailable")]
     IssuerUnavailable,
@@ -105,6 +111,7 @@ impl ApiError {
         "not_found",
         "method_not_allowed",
         "conflict",
+        "rate_limited",
         "service_unavailable",
         "internal_error",
     ];
@@ -130,7 +137,10 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
-            Self::Unavailable(_) | Self::IssuerUnavailable => "service_unavailable",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable(_) | Self::Deadline(_) | Self::IssuerUnavailable => {
+                "service_unavailable"
+            }
             Self::Internal(_) => "internal_error",
         }
     }
@@ -159,7 +169,8 @@ impl ApiError {
             Self::NotFound => "The resource does not exist.",
             Self::MethodNotAllowed(_) => "The method is not allowed on this resource.",
             Self::Conflict(_) => "The request conflicted with a concurrent one; retry it.",
-            Self::Unavailable(_) | Self::IssuerUnavailable => {
+            Self::RateLimited(_) => "Too many requests for this organization; retry later.",
+            Self::Unavailable(_) | Self::Deadline(_) | Self::IssuerUnavailable => {
                 "The service is temporarily unavailable; retry shortly."
             }
             Self::Internal(_) => "An internal error occurred.",
@@ -201,10 +212,16 @@ impl ApiError {
             Self::Conflict(_) => "Another request changed the same data at the same time, on \
                                   every attempt; nothing of this one was stored. Send it again."
                 .to_owned(),
+            Self::RateLimited(refusal) => refusal.description(),
             Self::Unavailable(_) => {
                 "The service cannot reach its database; retry after the Retry-After delay."
                     .to_owned()
             }
+            Self::Deadline(limit) => format!(
+                "The request was not answered within its deadline ({} ms) and was stopped; \
+                 retry after the Retry-After delay.",
+                limit.as_millis()
+            ),
             Self::IssuerUnavailable => "The token issuer's signing keys cannot be fetched right \
                                         now; retry after the Retry-After delay."
                 .to_owned(),
@@ -320,7 +337,10 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) | Self::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) | Self::Deadline(_) | Self::IssuerUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -339,10 +359,21 @@ impl ResponseError for ApiError {
                 response.insert_header((header::WWW_AUTHENTICATE, value));
             }
         }
-        if matches!(self, Self::Unavailable(_) | Self::IssuerUnavailable) {
+        if matches!(
+            self,
+            Self::Unavailable(_) | Self::Deadline(_) | Self::IssuerUnavailable
+        ) {
             // Jittered, so that clients turned away together do not come back together.
             let seconds = rand::random_range(1..=3u8);
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Self::RateLimited(refusal) = self {
+            // Whole seconds, rounded up: coming back earlier would be refused again.
+            let wait = refusal.retry_after.as_millis().div_ceil(1000).max(1);
+            response.insert_header((header::RETRY_AFTER, wait.to_string()));
+            response.insert_header(("RateLimit-Limit", refusal.limit.to_string()));
+            response.insert_header(("RateLimit-Remaining", "0"));
+            response.insert_header(("RateLimit-Reset", wait.to_string()));
         }
         // An error is about this request only: never stored, never sniffed into another type.
         response.insert_header((header::CACHE_CONTROL, "no-store"));
@@ -366,6 +397,49 @@ impl ApiError {
             fields: &fields,
         };
         serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+/// Why a request was turned away by its organization's limits (`auth::admission`), and when
+/// to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: RefusalReason,
+    /// `RateLimit-Limit`: the burst (requests in a full bucket), or the concurrency limit.
+    pub limit: u32,
+    /// How long until a request would be admitted (`Retry-After`, `RateLimit-Reset`).
+    pub retry_after: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    Rate,
+    Concurrency,
+}
+
+impl Refusal {
+    fn description(&self) -> String {
+        match self.reason {
+            RefusalReason::Rate => format!(
+                "The organization's requests exceed its rate (a burst of {}); retry after the \
+                 Retry-After delay.",
+                self.limit
+            ),
+            RefusalReason::Concurrency => format!(
+                "The organization already has {} requests in flight; retry after one of them \
+                 has been answered.",
+                self.limit
+            ),
+        }
+    }
+}
+
+impl RefusalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::Rate => "rate",
+            RefusalReason::Concurrency => "concurrency",
+        }
     }
 }
 
@@ -396,7 +470,13 @@ mod tests {
             ApiError::NotFound,
             ApiError::MethodNotAllowed("GET"),
             ApiError::Conflict(anyhow::anyhow!("x")),
+            ApiError::RateLimited(Refusal {
+                reason: RefusalReason::Rate,
+                limit: 1,
+                retry_after: std::time::Duration::from_millis(1),
+            }),
             ApiError::Unavailable(anyhow::anyhow!("x")),
+            ApiError::Deadline(std::time::Duration::from_secs(1)),
             ApiError::IssuerUnavailable,
             ApiError::internal(anyhow::anyhow!("x")),
         ];

@@ -175,8 +175,11 @@ impl JwksCache {
     }
 
     /// Fetches; a failure is logged and remembered (the keys we had stay). Whether it worked.
+    /// Counted in `usage_api_jwks_fetches_total{outcome="ok|error"}`.
     async fn fetch_logged(&self) -> bool {
         let result = self.fetch().await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("usage_api_jwks_fetches_total", "outcome" => outcome).increment(1);
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         keys.attempts += 1;
         match result {

@@ -1,5 +1,6 @@
 //! OAuth2 resource server: bearer JWTs verified against the issuer's JWKS.
 
+pub mod admission;
 pub mod dev;
 pub mod jwks;
 pub mod principal;

@@ -6,8 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
+use super::admission::Admission;
 use super::verifier::{Principal, Refusal, Verifier, MAX_TOKEN_BYTES};
 use crate::error::ApiError;
 
@@ -79,20 +80,35 @@ impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
+    /// Verifies the token, then admits the request under its organization's limits: the
+    /// ticket stays in the request's extensions until the answer is sent.
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let token = bearer_token(req);
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
+        let req = req.clone();
         Box::pin(async move {
             let token = token?;
             let verifier =
                 verifier.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no Verifier")))?;
-            verifier
+            let principal = verifier
                 .verify(&token)
                 .await
                 .map_err(|refusal| match refusal {
                     Refusal::Invalid(reason) => unauthorized(true, &reason),
                     Refusal::IssuerUnavailable => ApiError::IssuerUnavailable,
-                })
+                })?;
+            // The request's log line names who it spoke for (a refused one too).
+            tracing::Span::current()
+                .record("organization", principal.organization_id.as_str())
+                .record("subject", principal.subject.as_deref());
+            if let Some(admission) = req.app_data::<web::Data<Admission>>() {
+                let ticket = admission
+                    .clone()
+                    .into_inner()
+                    .admit(principal.organization_id.as_str())?;
+                req.extensions_mut().insert(std::rc::Rc::new(ticket));
+            }
+            Ok(principal)
         })
     }
 }

@@ -130,6 +130,11 @@ pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<AsyncPgConnection> {
         .context("connecting to the database")
 }
 
+/// Logs to standard error, filtered by `RUST_LOG` (default `info` for the server, `warn` for
+/// the one-shot commands), as text or, with `USAGE_API_LOG_FORMAT=json`, as one JSON object a
+/// line: the event's fields at the top level beside `timestamp`, `level`, `target` and
+/// `message`, and the fields of the span it happened in (a request's `request_id`, `method`,
+/// `route`, `organization`, `subject`) under `span`.
 pub fn init_tracing(command: &Command) {
     let default = match command {
         Command::Serve(_) | Command::Demo(_) => "info",
@@ -137,10 +142,27 @@ pub fn init_tracing(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let format = std::env::var("USAGE_API_LOG_FORMAT").unwrap_or_default();
+    let json = format.eq_ignore_ascii_case("json");
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    if !json && !format.is_empty() && !format.eq_ignore_ascii_case("text") {
+        tracing::warn!(
+            value = format.as_str(),
+            "USAGE_API_LOG_FORMAT is neither 'text' nor 'json': logging as text"
+        );
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

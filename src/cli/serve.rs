@@ -8,10 +8,12 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::app::AppState;
+use crate::auth::admission::{Admission, Limits};
 use crate::auth::Verifier;
 use crate::config::{
     AuthArgs, DatabaseArgs, EventArgs, HttpArgs, IdempotencyArgs, RollupArgs, WebhookArgs,
 };
+use crate::db::cancel::Canceller;
 use crate::db::{self, pool};
 use crate::http::app;
 use crate::usage::rollup;
@@ -63,7 +65,27 @@ pub fn state(
     state.idempotency_ttl = chrono::Duration::hours(i64::from(idempotency.idempotency_ttl_hours));
     state.callbacks = std::sync::Arc::new(CallbackPolicy::new(&webhooks.webhook_allow_hosts));
     state.deliveries = Some(webhooks.settings());
+    limit(&mut state, db, http)?;
     Ok(web::Data::new(state))
+}
+
+/// The per-organization limits, the request deadline, and how to cancel a late request's
+/// statements on each pool.
+fn limit(state: &mut AppState, db: &DatabaseArgs, http: &HttpArgs) -> anyhow::Result<()> {
+    let positive = |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+    state.admission = Admission::new(Limits {
+        rate: positive(http.org_rate),
+        burst: positive(http.org_burst),
+        concurrency: http.org_concurrency,
+    });
+    state.request_timeout = std::time::Duration::from_millis(http.request_timeout_ms);
+    state.cancel_primary = Some(Canceller::new(&db.database_url)?);
+    state.cancel_read = db
+        .database_read_url
+        .as_deref()
+        .map(Canceller::new)
+        .transpose()?;
+    Ok(())
 }
 
 /// Starts the background rollup worker unless disabled (interval 0).
@@ -129,13 +151,43 @@ async fn clean_idempotency_keys(state: web::Data<AppState>) {
     }
 }
 
+/// How long `serve` waits between two attempts at its migrations while the database is away.
+const MIGRATION_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies the migrations (creating the database when the role may), trying again until the
+/// database answers; then opens the API (`state.schema_ready`). Until then `serve` is up but
+/// not ready: readiness and every API route answer 503.
+async fn migrate_when_reachable(state: web::Data<AppState>, url: String) {
+    let mut attempts = 0u32;
+    loop {
+        let migrated = async {
+            db::migrate::ensure_database(&url).await?;
+            db::migrate::run(&url).await
+        };
+        match migrated.await {
+            Ok(applied) => {
+                tracing::info!(applied, "migrations applied: ready");
+                state.open();
+                return;
+            }
+            Err(error) => {
+                attempts += 1;
+                if attempts == 1 || attempts % 30 == 0 {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        attempts,
+                        "migrations wait for the database"
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(MIGRATION_RETRY).await;
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Refuse a configuration that does not fail closed before touching anything.
     args.auth.config()?.check()?;
-    if !args.no_migrate {
-        db::migrate::ensure_database(&args.db.database_url).await?;
-        db::migrate::run(&args.db.database_url).await?;
-    }
     let state = state(
         &args.db,
         &args.http,
@@ -147,6 +199,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.http.bind)
         .with_context(|| format!("binding {}", args.http.bind))?;
     tracing::info!(bind = %args.http.bind, public_url = %state.public_url, "serving");
+    if !args.no_migrate {
+        state.close();
+        actix_web::rt::spawn(migrate_when_reachable(
+            state.clone(),
+            args.db.database_url.clone(),
+        ));
+    }
     start_rollup(&state, &args.rollup);
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     start(state, listener, workers)?.await?;

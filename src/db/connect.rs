@@ -89,7 +89,7 @@ impl Target {
         })
     }
 
-    fn tls(&self) -> anyhow::Result<MakeRustlsConnect> {
+    pub(crate) fn tls(&self) -> anyhow::Result<MakeRustlsConnect> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

@@ -1,6 +1,7 @@
 //! Database access: the connection pool, TLS, the embedded migrations, and the schema diesel
 //! generates.
 
+pub mod cancel;
 pub mod connect;
 pub mod cursor;
 pub mod migrate;

@@ -67,3 +67,23 @@ pub fn build(url: &str, options: &PoolOptions) -> anyhow::Result<DbPool> {
         .build()?;
     Ok(pool)
 }
+
+/// Sets the pool's gauges from its current status (`pool` names it: `primary` or `read`):
+/// `usage_api_db_pool_connections{state="idle|in_use"}`, `usage_api_db_pool_max` and
+/// `usage_api_db_pool_waiting` (requests waiting for a connection). Sampled when the metrics are
+/// rendered, so they are as fresh as the scrape.
+pub fn record_status(pool: &DbPool, name: &'static str) {
+    let status = pool.status();
+    let in_use = status.size.saturating_sub(status.available);
+    let connections = |state: &'static str| {
+        metrics::gauge!(
+            "usage_api_db_pool_connections",
+            "pool" => name,
+            "state" => state
+        )
+    };
+    connections("idle").set(status.available as f64);
+    connections("in_use").set(in_use as f64);
+    metrics::gauge!("usage_api_db_pool_max", "pool" => name).set(status.max_size as f64);
+    metrics::gauge!("usage_api_db_pool_waiting", "pool" => name).set(status.waiting as f64);
+}

@@ -35,7 +35,7 @@ struct CategoriesPage<'a> {
 
 pub async fn list(principal: Principal, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     principal.require(READ_SCOPE)?;
-    let mut conn = state.reads().get().await?;
+    let mut conn = state.replica().await?;
     let catalogue = state.catalogue(&mut conn).await?;
     let body = CategoriesPage {
         count: catalogue.categories.len(),

@@ -26,7 +26,7 @@ pub const MAX_EVENTS: usize = 10_000;
 pub const MAX_KEY_CHARS: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFormat {
+pub enum BodyFormat {
     Array,
     Ndjson,
 }
@@ -90,8 +90,8 @@ pub(super) async fn read_body(
 }
 
 /// The events of the body, each with its position (array index, or 0-based line), or the reason
-/// it cannot be read.
-fn parse_events(
+/// it cannot be read. Public for the fuzz targets (fuzz/src/lib.rs).
+pub fn parse_events(
     format: BodyFormat,
     body: &[u8],
 ) -> ApiResult<Vec<(usize, Result<RawEvent, String>)>> {
@@ -205,7 +205,7 @@ pub async fn ingest(
         request_hash: &request_hash,
         expired_before: chrono::Utc::now() - state.idempotency_ttl,
     });
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.primary().await?;
     let organization = &principal.organization_id;
     let submission = store::submit(&mut conn, organization, key, &valid, |outcomes| {
         report(results.clone(), &slots, outcomes)

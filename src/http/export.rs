@@ -11,15 +11,17 @@
 //! and its transaction ends, and with it the cursor: the database does no more work for it.
 
 use std::io::Write;
+use std::rc::Rc;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use diesel::pg::Pg;
 use diesel::{QueryResult, QueryableByName};
 use diesel_async::AsyncPgConnection;
 use flate2::write::GzEncoder;
 
+use crate::auth::admission::Ticket;
 use crate::db::pool::DbConn;
 use crate::error::FieldError;
 
@@ -159,8 +161,11 @@ where
         gzip: gzip.then(|| GzEncoder::new(Vec::new(), flate2::Compression::fast())),
     };
     tokio::spawn(produce(sink));
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // The request's place among its organization's requests in flight is held until the last
+    // byte is sent, or the client goes away.
+    let ticket = req.extensions().get::<Rc<Ticket>>().cloned();
+    let body = futures_util::stream::unfold((rx, ticket), |(mut rx, ticket)| async move {
+        rx.recv().await.map(|item| (item, (rx, ticket)))
     });
     let mut response = HttpResponse::Ok();
     response

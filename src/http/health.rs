@@ -15,6 +15,7 @@ pub async fn live() -> HttpResponse {
 /// probe and a person read the same answer; the database's error goes to the log only.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let database = match database_answers(&state).await {
+        Ok(()) if !state.is_open() => "unavailable",
         Ok(()) => "ok",
         Err(error) => {
             tracing::warn!(error = %error, "readiness: the database does not answer");

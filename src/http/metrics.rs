@@ -3,9 +3,14 @@
 //! the server starts, so the background workers' first counts are kept.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::app::AppState;
+use crate::db::pool;
+use crate::usage::rollup::dirty;
 
 /// Bucket bounds of every histogram, in seconds: from a fast callback to a slow retry.
 const BUCKETS: [f64; 13] = [
@@ -28,9 +33,40 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-pub async fn render() -> HttpResponse {
+/// How long a scrape waits for the rollup's lag before answering without a fresh one.
+const LAG_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The metrics, with the gauges that are read rather than counted sampled now: each pool's
+/// connections, and the rollup's lag.
+pub async fn render(state: web::Data<AppState>) -> HttpResponse {
+    // The pools first, so that the lag's own connection is not counted in use.
+    pool::record_status(&state.pool, "primary");
+    if let Some(read) = &state.read_pool {
+        pool::record_status(read, "read");
+    }
+    record_rollup_lag(&state).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .body(handle().render())
+}
+
+/// `usage_api_rollup_lag_seconds`: the age of the oldest dirty mark, read from the database at
+/// each scrape rather than reported by the rollup worker, so that a worker that is stuck, dead,
+/// or off on this replica (`USAGE_API_ROLLUP_INTERVAL_MS=0`) shows as a growing lag instead of
+/// its last good value; every replica reads the same number (aggregate with `max`). When the
+/// database does not answer within `LAG_TIMEOUT` the gauge keeps its last value and the scrape
+/// goes on (the pool's and the requests' metrics tell that story).
+async fn record_rollup_lag(state: &AppState) {
+    let read = async {
+        let mut conn = state.pool.get().await.map_err(|err| err.to_string())?;
+        dirty::oldest_age(&mut conn)
+            .await
+            .map_err(|err| err.to_string())
+    };
+    match tokio::time::timeout(LAG_TIMEOUT, read).await {
+        Ok(Ok(seconds)) => metrics::gauge!("usage_api_rollup_lag_seconds").set(seconds),
+        Ok(Err(err)) => tracing::debug!(error = %err, "the rollup's lag is unknown"),
+        Err(_) => tracing::debug!("the rollup's lag is unknown: the database is slow"),
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod categories;
 pub mod cursor;
+pub mod deadline;
 pub mod events;
 pub mod export;
 pub mod hal;
@@ -36,9 +37,11 @@ pub fn app(
     >,
 > {
     let verifier = web::Data::from(state.verifier.clone());
+    let admission = web::Data::from(state.admission.clone());
     App::new()
         .app_data(state)
         .app_data(verifier)
+        .app_data(admission)
         .app_data(web::PathConfig::default().error_handler(|err, _| {
             ApiError::InvalidParameter(vec![FieldError::new("path", err.to_string())]).into()
         }))

@@ -260,7 +260,7 @@ pub async fn list(
     principal.require(READ_SCOPE)?;
     let params = ListParams::parse(req.query_string())?;
     let organization = principal.organization_id.as_str();
-    let mut conn = state.reads().get().await?;
+    let mut conn = state.replica().await?;
     if let Some(format) = export::negotiate(params.format.as_deref(), &req)
         .map_err(|field| ApiError::InvalidParameter(vec![field]))?
     {
@@ -387,7 +387,7 @@ pub async fn show(
     let strings = decimal_strings(strings.as_deref())
         .map_err(|message| ApiError::invalid("decimal_strings", message))?;
     let organization = principal.organization_id.as_str();
-    let mut conn = state.reads().get().await?;
+    let mut conn = state.replica().await?;
     let tag = |version: &read::Version| {
         strong_tag(&[
             b"usage record v1",

@@ -359,7 +359,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     principal.require(READ_SCOPE)?;
-    let mut conn = state.reads().get().await?;
+    let mut conn = state.replica().await?;
     let catalogue = state.catalogue(&mut conn).await?;
     let today = Utc::now().date_naive();
     let params = Params::parse(

@@ -494,6 +494,29 @@ fn request_of(target: &Target, params: &Params, today: NaiveDate) -> ApiResult<R
     })
 }
 
+/// The request a path tail (`Records/Daily.csv`) and a query string ask for, checked as `list`
+/// checks them before it reads anything (`None` for a tail that is no resource): the entry
+/// point of the fuzz targets (fuzz/src/lib.rs).
+pub fn parse_request(
+    sid: &str,
+    tail: &str,
+    query: &str,
+    today: NaiveDate,
+    catalogue: &Catalogue,
+) -> Option<ApiResult<RecordsRequest>> {
+    let (sub, extension) = parse_tail(tail)?;
+    let target = Target {
+        version: VERSIONS[0],
+        sid: sid.to_owned(),
+        sub,
+        extension: extension.to_owned(),
+    };
+    Some(
+        Params::parse(query, today, catalogue)
+            .and_then(|params| request_of(&target, &params, today)),
+    )
+}
+
 pub async fn list(
     principal: Principal,
     req: HttpRequest,
@@ -514,7 +537,7 @@ pub async fn list(
         extension: extension.to_owned(),
     };
     let today = Utc::now().date_naive();
-    let mut conn = state.reads().get().await?;
+    let mut conn = state.replica().await?;
     let catalogue = state.catalogue(&mut conn).await?;
     let params = Params::parse(req.query_string(), today, &catalogue)?;
     let request = request_of(&target, &params, today)?;

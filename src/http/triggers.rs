@@ -490,7 +490,7 @@ async fn list(
     state: &AppState,
     target: Target,
 ) -> ApiResult<HttpResponse> {
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.primary().await?;
     let catalogue = state.catalogue(&mut conn).await?;
     let params = list_params(req.query_string(), &catalogue)?;
     owned_scope(&mut conn, principal, &target.sid).await?;
@@ -531,10 +531,10 @@ async fn create(
     body: &[u8],
 ) -> ApiResult<HttpResponse> {
     let fields = form_fields(req, body)?;
-    let catalogue = state.catalogue(&mut *state.pool.get().await?).await?;
+    let catalogue = state.catalogue(&mut *state.primary().await?).await?;
     // The form is checked (a callback's name resolved) holding no database connection.
     let new = new_trigger(state, fields, &target, &catalogue).await?;
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.primary().await?;
     match triggers::create(&mut conn, &principal.organization_id, &new).await? {
         Ok((trigger, secret)) => {
             if trigger.date_fired.is_some() {
@@ -597,7 +597,7 @@ pub async fn handle(
     } else {
         None
     };
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.primary().await?;
     owned_scope(&mut conn, &principal, &target.sid).await?;
     if !is_trigger_sid(trigger_sid) {
         return Err(ApiError::NotFound);
@@ -723,7 +723,7 @@ pub async fn deliveries(
     if !is_trigger_sid(&sid) {
         return Err(ApiError::NotFound);
     }
-    let mut conn = state.pool.get().await?;
+    let mut conn = state.primary().await?;
     let org = &principal.organization_id;
     if !triggers::exists(&mut conn, org, &sid).await? {
         return Err(ApiError::NotFound);

@@ -80,6 +80,8 @@ pub async fn load(
     let mut counts = Counts::default();
     let mut voids: Vec<(u64, NewVoid)> = Vec::new();
     while let Some(report) = reported.recv().await {
+        // Each report is a committed batch (and the lines refused before it).
+        report.counts.record();
         counts.accepted += report.counts.accepted;
         counts.duplicate += report.counts.duplicate;
         counts.rejected += report.counts.rejected;

@@ -27,6 +27,35 @@ pub struct Counts {
     pub rejected: u64,
 }
 
+impl Counts {
+    /// The counts of a batch's outcomes.
+    pub fn of(outcomes: &[Outcome]) -> Counts {
+        let mut counts = Counts::default();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Accepted => counts.accepted += 1,
+                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Rejected(_) => counts.rejected += 1,
+            }
+        }
+        counts
+    }
+
+    /// Adds committed outcomes to `usage_api_ingest_events_total{outcome}` (`accepted`,
+    /// `duplicate`, `rejected`): called once a batch has committed, never for an attempt that
+    /// was rolled back or an `Idempotency-Key` answer replayed.
+    pub fn record(&self) {
+        let outcomes = [
+            ("accepted", self.accepted),
+            ("duplicate", self.duplicate),
+            ("rejected", self.rejected),
+        ];
+        for (outcome, n) in outcomes {
+            metrics::counter!("usage_api_ingest_events_total", "outcome" => outcome).increment(n);
+        }
+    }
+}
+
 /// A line that was not loaded, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
@@ -76,11 +105,11 @@ pub async fn submit(
 ) -> QueryResult<Submission> {
     ensure_partitions(conn, &events_of(entries)).await?;
     let render = &render;
-    retrying(async || {
+    let (submission, counts) = retrying(async || {
         conn.transaction(async |conn| {
             if let Some(key) = key {
                 if let Some(earlier) = claim_key(conn, organization, key).await? {
-                    return Ok(earlier);
+                    return Ok((earlier, Counts::default()));
                 }
             }
             let outcomes = insert_entries_in(conn, entries, Some(organization)).await?;
@@ -92,11 +121,13 @@ pub async fn submit(
                     .execute(conn)
                     .await?;
             }
-            Ok(Submission::Stored(body))
+            Ok((Submission::Stored(body), Counts::of(&outcomes)))
         })
         .await
     })
-    .await
+    .await?;
+    counts.record();
+    Ok(submission)
 }
 
 /// Inserts events and voids in the caller's transaction (after `ensure_partitions`), answering
@@ -215,11 +246,13 @@ pub async fn insert_entries(
     organization: Option<&OrganizationId>,
 ) -> QueryResult<Vec<Outcome>> {
     ensure_partitions(conn, &events_of(entries)).await?;
-    retrying(async || {
+    let outcomes = retrying(async || {
         conn.transaction(async |conn| insert_entries_in(conn, entries, organization).await)
             .await
     })
-    .await
+    .await?;
+    Counts::of(&outcomes).record();
+    Ok(outcomes)
 }
 
 /// The events among `entries` (for the partitions they need).

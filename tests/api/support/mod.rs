@@ -2,6 +2,7 @@
 //! verifying real tokens against a real JWKS server. Every response a test reads is checked
 //! against openapi.yaml.
 
+pub mod cluster;
 pub mod data;
 pub mod db;
 pub mod jwks;
@@ -9,6 +10,7 @@ pub mod openapi;
 pub mod tokens;
 
 use std::net::TcpListener;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -18,8 +20,10 @@ use jsonwebtoken::Algorithm;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use usage_api::app::AppState;
+use usage_api::auth::admission::{Admission, Limits};
 use usage_api::auth::Verifier;
 use usage_api::config::AuthConfig;
+use usage_api::db::cancel::Canceller;
 use usage_api::db::{pool, PoolOptions};
 use usage_api::usage::write::event::NewEvent;
 use usage_api::usage::write::store;
@@ -120,6 +124,10 @@ pub struct Options {
     pub webhook_allow_hosts: Vec<String>,
     /// Run the webhook delivery worker with these settings.
     pub deliveries: Option<usage_api::usage::triggers::deliver::Settings>,
+    /// Per-organization limits; by default so high that no other test meets them.
+    pub limits: Limits,
+    /// The request deadline (USAGE_API_REQUEST_TIMEOUT_MS).
+    pub request_timeout: Duration,
 }
 
 impl Default for Options {
@@ -132,6 +140,12 @@ impl Default for Options {
             read_database_url: None,
             webhook_allow_hosts: Vec::new(),
             deliveries: None,
+            limits: Limits {
+                rate: NonZeroU32::new(1_000_000).unwrap(),
+                burst: NonZeroU32::new(1_000_000).unwrap(),
+                concurrency: 100_000,
+            },
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -176,6 +190,10 @@ impl TestApp {
             usage_api::usage::triggers::callback::CallbackPolicy::new(&options.webhook_allow_hosts),
         );
         state.deliveries = options.deliveries.clone();
+        state.admission = Admission::new(options.limits);
+        state.request_timeout = options.request_timeout;
+        state.cancel_primary =
+            Some(Canceller::new(options.database_url.as_deref().unwrap_or(&db.url)).unwrap());
         let state = web::Data::new(state);
         if let Some(interval) = options.rollup_interval {
             let args = usage_api::config::RollupArgs {

@@ -1,0 +1,186 @@
+//! Per-organization limits and the request deadline: one tenant cannot starve the others, and
+//! a request past its deadline stops its database work (a real lock on the real Postgres holds
+//! the slow requests; pg_stat_activity shows whether their statements still wait).
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use usage_api::auth::admission::Limits;
+
+use crate::support::tokens::token;
+use crate::support::{Options, TestApp};
+
+const LIST: &str = "/express/usage/month";
+const CATEGORIES: &str = "/express/usage/categories";
+
+fn limits(rate: u32, burst: u32, concurrency: u32) -> Limits {
+    Limits {
+        rate: NonZeroU32::new(rate).unwrap(),
+        burst: NonZeroU32::new(burst).unwrap(),
+        concurrency,
+    }
+}
+
+/// Holds an exclusive lock on the test schema's monthly table from a connection of its own, so
+/// that every read of it waits; dropped (or `release`d), the reads go on.
+struct Blocker {
+    conn: AsyncPgConnection,
+}
+
+impl Blocker {
+    async fn hold(app: &TestApp) -> Blocker {
+        let mut conn = app.conn().await;
+        diesel::sql_query("BEGIN").execute(&mut conn).await.unwrap();
+        diesel::sql_query("LOCK TABLE usage_monthly IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Blocker { conn }
+    }
+
+    async fn release(mut self) {
+        diesel::sql_query("ROLLBACK")
+            .execute(&mut self.conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The server's statements that wait for a lock now (its connections are named after the
+/// test's schema).
+async fn waiting(app: &TestApp) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE application_name = current_setting('application_name') \
+           AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+    )
+    .get_result(&mut app.conn().await)
+    .await
+    .unwrap();
+    count.n
+}
+
+async fn wait_for_waiting(app: &TestApp, n: i64, within: Duration) {
+    let started = Instant::now();
+    while waiting(app).await != n {
+        assert!(
+            started.elapsed() < within,
+            "not {n} waiting within {within:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn past_its_rate_an_organization_gets_429_with_when_to_come_back() {
+    let app = TestApp::spawn_with(Options {
+        limits: limits(1, 3, 100),
+        ..Options::default()
+    })
+    .await;
+    let org_a = token("org-a");
+    for _ in 0..3 {
+        assert_eq!(app.get(CATEGORIES, &org_a).await.status, 200);
+    }
+    let refused = app.get(CATEGORIES, &org_a).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (429, "rate_limited"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("ratelimit-limit"), Some("3"));
+    assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(refused.header("ratelimit-reset"), Some("1"));
+    assert!(refused.body["description"]
+        .as_str()
+        .unwrap()
+        .contains("rate"));
+    // Another organization has its own bucket; a token that is not valid is not counted.
+    assert_eq!(app.get(CATEGORIES, &token("org-b")).await.status, 200);
+    assert_eq!(app.get(CATEGORIES, "not-a-token").await.status, 401);
+    // A second later the bucket holds one request again.
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.get(CATEGORIES, &org_a).await.status, 200);
+    assert_eq!(app.get(CATEGORIES, &org_a).await.status, 429);
+}
+
+#[actix_web::test]
+async fn requests_in_flight_are_limited_per_organization_not_across_them() {
+    let app = TestApp::spawn_with(Options {
+        limits: limits(1000, 1000, 1),
+        ..Options::default()
+    })
+    .await;
+    let blocker = Blocker::hold(&app).await;
+    let held = {
+        let (client, url, org_a) = (
+            app.client.clone(),
+            format!("{}{LIST}", app.address),
+            token("org-a"),
+        );
+        actix_web::rt::spawn(
+            async move { client.get(url).bearer_auth(org_a).send().await.unwrap() },
+        )
+    };
+    wait_for_waiting(&app, 1, Duration::from_secs(10)).await;
+    // org-a has its one request in flight: the next is turned away at once.
+    let refused = app.get(CATEGORIES, &token("org-a")).await;
+    assert_eq!((refused.status, refused.code()), (429, "rate_limited"));
+    assert_eq!(refused.header("ratelimit-limit"), Some("1"));
+    assert!(refused.body["description"]
+        .as_str()
+        .unwrap()
+        .contains("in flight"));
+    // org-b is not held up by org-a.
+    assert_eq!(app.get(CATEGORIES, &token("org-b")).await.status, 200);
+    blocker.release().await;
+    assert_eq!(held.await.unwrap().status(), 200);
+    // Answered, its place is free again.
+    assert_eq!(app.get(CATEGORIES, &token("org-a")).await.status, 200);
+}
+
+#[actix_web::test]
+async fn past_its_deadline_a_request_is_a_503_and_its_statement_is_cancelled() {
+    let app = TestApp::spawn_with(Options {
+        request_timeout: Duration::from_millis(700),
+        ..Options::default()
+    })
+    .await;
+    let blocker = Blocker::hold(&app).await;
+    let started = Instant::now();
+    let late = app.get(LIST, &token("org-a")).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (late.status, late.code()),
+        (503, "service_unavailable"),
+        "{}",
+        late.body
+    );
+    assert!(late.header("retry-after").is_some());
+    assert!(
+        late.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("deadline (700 ms)"),
+        "{}",
+        late.body
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // The lock is still held, yet the statement no longer waits for it: it was cancelled, not
+    // left to run until the statement timeout (10 s) with no one to read its answer.
+    wait_for_waiting(&app, 0, Duration::from_secs(1)).await;
+    blocker.release().await;
+    // The connection it used serves the next request.
+    assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
+}
