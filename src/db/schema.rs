@@ -36,6 +36,9 @@ diesel::table! {
         month -> Date,
         organization_id -> Text,
         marked_at -> Timestamptz,
+        version -> Int8,
+        lease_owner -> Nullable<Uuid>,
+        leased_until -> Nullable<Timestamptz>,
     }
 }
 

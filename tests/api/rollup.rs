@@ -256,3 +256,110 @@ async fn events_land_in_monthly_partitions_created_on_demand() {
         .unwrap();
     assert_eq!(in_march.n, 12);
 }
+
+/// A rollup at work (held up here by a lock on the monthly table, as a long one would be)
+/// never makes an ingest of the same (account, month) wait, and the ingest's mark outlives it.
+#[actix_web::test]
+async fn an_ingest_never_waits_for_a_rollup_at_work_and_its_mark_outlives_it() {
+    use diesel_async::RunQueryDsl;
+    for full in [false, true] {
+        let app = org_a().await;
+        app.insert(&[event("first", "a1")]).await;
+        let mut blocker = app.conn().await;
+        diesel::sql_query("BEGIN")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        diesel::sql_query("LOCK TABLE usage_monthly IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let url = app.db.url.clone();
+        let rolling = actix_web::rt::spawn(async move {
+            let mut conn = crate::support::db::connect(&url).await;
+            if full {
+                rollup::run_full(&mut conn).await.unwrap();
+            } else {
+                rollup::run_pending(&mut conn, 100).await.unwrap();
+            }
+        });
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !rolling.is_finished(),
+            "the rollup is at work, held by the lock"
+        );
+        // The same account and month: answered at once, while the rollup still works.
+        let started = std::time::Instant::now();
+        let mut second = event("second", "a1");
+        second.quantity = dec("2");
+        let answered = tokio::time::timeout(Duration::from_secs(1), app.insert(&[second])).await;
+        assert!(
+            answered.is_ok(),
+            "full={full}: the ingest waited for the rollup"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        diesel::sql_query("ROLLBACK")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        rolling.await.unwrap();
+        // The rollup's snapshot may have missed "second": its mark stayed for the next run.
+        app.rollup().await;
+        let rows = all_rows(&app).await;
+        assert_eq!(rows.len(), 1, "full={full}: {rows:?}");
+        assert_eq!(
+            rows[0]["number_of_units"], 3,
+            "full={full}: both events, once each"
+        );
+        assert_eq!(app.count("SELECT count(*) FROM rollup_dirty").await, 0);
+    }
+}
+
+/// A worker whose claim ran out and was taken over rolls back instead of writing over the
+/// newer worker's result; nothing is lost and nothing counted twice.
+#[actix_web::test]
+async fn a_worker_that_lost_its_claim_rolls_back() {
+    use diesel_async::RunQueryDsl;
+    let app = org_a().await;
+    app.insert(&[event("first", "a1")]).await;
+    let mut blocker = app.conn().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    diesel::sql_query("LOCK TABLE usage_monthly IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let worker = |url: String| {
+        actix_web::rt::spawn(async move {
+            let mut conn = crate::support::db::connect(&url).await;
+            rollup::run_pending(&mut conn, 100).await.unwrap()
+        })
+    };
+    let slow = worker(app.db.url.clone());
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // Its claim runs out (as after a minute of work); another worker takes the mark over.
+    TestApp::execute(
+        &app,
+        "UPDATE rollup_dirty SET leased_until = now() - interval '1 second'",
+    )
+    .await;
+    let mut second = event("second", "a1");
+    second.quantity = dec("2");
+    app.insert(&[second]).await;
+    let newer = worker(app.db.url.clone());
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let (slow, newer) = (slow.await.unwrap(), newer.await.unwrap());
+    assert_eq!(slow.0, 0, "the slow worker rolled back: {slow:?}");
+    assert_eq!(newer.0, 1, "{newer:?}");
+    app.rollup().await;
+    let rows = all_rows(&app).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["number_of_units"], 3);
+    assert_eq!(app.count("SELECT count(*) FROM rollup_dirty").await, 0);
+}

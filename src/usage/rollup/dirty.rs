@@ -1,6 +1,7 @@
 //! The rollup's queue: every (organization, account, month) whose events changed since its last
 //! rollup is marked dirty, in the same transaction as the change (ingest, voids, account moves).
-//! The rollup takes marks with `FOR UPDATE SKIP LOCKED` and deletes them when it commits.
+//! The rollup leases marks in a short transaction of its own and deletes them, if their version
+//! did not move meanwhile, when its work commits (`rollup::run_pending`).
 
 use chrono::NaiveDate;
 use diesel::prelude::*;
@@ -23,10 +24,10 @@ pub struct DirtyMark {
 }
 
 /// Marks the keys dirty, sorted and once each: every transaction takes marks in the same order,
-/// so concurrent ones wait for each other instead of deadlocking. `DO UPDATE` (not
-/// `DO NOTHING`) on purpose: if a rollup holds a mark locked, this waits for it to commit and
-/// then writes the mark anew, so events committed after the rollup's snapshot are never left
-/// unmarked.
+/// so concurrent ones wait for each other instead of deadlocking. A mark already there gets a
+/// new `version`: the rollup working on it (it holds no lock on it meanwhile, so this never
+/// waits for a rollup) then leaves it for the next run instead of deleting it, so events
+/// committed after the rollup's snapshot are never left unmarked.
 pub async fn mark_dirty(
     conn: &mut AsyncPgConnection,
     mut marks: Vec<DirtyMark>,
@@ -52,9 +53,28 @@ pub async fn mark_dirty(
                 rollup_dirty::month,
             ))
             .do_update()
-            .set(rollup_dirty::marked_at.eq(rollup_dirty::marked_at))
+            .set(rollup_dirty::version.eq(rollup_dirty::version + 1))
             .execute(conn)
             .await?;
     }
     Ok(())
+}
+
+#[derive(QueryableByName)]
+struct Age {
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    seconds: f64,
+}
+
+/// How long the oldest mark has waited for the rollup, in seconds (0 when none waits): the
+/// rollup's lag, whichever worker or replica is behind. Measured by the database's clock, the
+/// one that wrote `marked_at`; one read of `rollup_dirty_marked_idx`.
+pub async fn oldest_age(conn: &mut AsyncPgConnection) -> QueryResult<f64> {
+    diesel::sql_query(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(marked_at)), 0)::float8 \
+         AS seconds FROM rollup_dirty",
+    )
+    .get_result::<Age>(conn)
+    .await
+    .map(|age| age.seconds.max(0.0))
 }

@@ -1,11 +1,13 @@
 //! The rollup: brings `usage_monthly` up to date with `usage_events`, exactly and idempotently,
 //! keeping each aggregate's id stable (see rollup.sql).
 //!
-//! Incremental runs take dirty (account, month) marks with `FOR UPDATE SKIP LOCKED`, so any
-//! number of workers (server replicas, `usage-api rollup`) share the work without ever
-//! recomputing the same group at once; they hold a shared advisory lock, which a full rebuild
-//! takes exclusively. A run and its marks commit together: a crash leaves the marks for the
-//! next run.
+//! Incremental runs claim dirty (account, month) marks with a lease, in a short transaction of
+//! their own (`FOR UPDATE SKIP LOCKED`), so any number of workers (server replicas,
+//! `usage-api rollup`) share the work without ever recomputing the same group at once, and no
+//! ingest waits for a rollup at work; they hold a shared advisory lock, which a full rebuild
+//! takes exclusively. A run's aggregates and the deletion of its marks commit together, and
+//! only marks no ingest touched meanwhile are deleted: a crash leaves the marks for the next
+//! run, a concurrent ingest's mark stays for it.
 
 pub mod dirty;
 
@@ -139,10 +141,23 @@ struct Mark {
     account_id: String,
     #[diesel(sql_type = Date)]
     month: NaiveDate,
+    /// As read: the mark is deleted only if it still has it.
+    #[diesel(sql_type = BigInt)]
+    version: i64,
 }
 
-/// Recomputes every aggregate and clears the marks that existed when it started (marks written
-/// meanwhile stay for the next incremental run).
+/// How long a worker's claim on its marks lasts. A worker still at work after that rolls back
+/// if another one took any of them over; a crashed worker's marks are free again after it.
+const LEASE_SECONDS: i32 = 60;
+
+/// A rollup transaction waits at most this long for a lock (an ingest marking one of its
+/// groups, a trigger being created), then fails and is retried on the next tick.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s'";
+
+/// Recomputes every aggregate and clears the marks that existed when it started, unless an
+/// ingest marked them again meanwhile (those stay for the next incremental run). It holds no
+/// mark locked while it works: ingest never waits for it (only, at the very end, for the
+/// deletion of the marks and the commit).
 pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
     conn.transaction(async |conn| {
         unbounded(conn).await?;
@@ -150,22 +165,18 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
             .bind::<diesel::sql_types::Integer, _>(ROLLUP_LOCK)
             .execute(conn)
             .await?;
-        let marks: Vec<Mark> =
-            // Sorted, as ingest takes them: a different order could deadlock with an ingest.
-            diesel::sql_query(
-                "SELECT organization_id, account_id, month FROM rollup_dirty \
-                 ORDER BY organization_id COLLATE \"C\", account_id COLLATE \"C\", month \
-                 FOR UPDATE",
-            )
-                .load(conn)
-                .await?;
+        let marks: Vec<Mark> = diesel::sql_query(
+            "SELECT organization_id, account_id, month, version FROM rollup_dirty",
+        )
+        .load(conn)
+        .await?;
         let mut stats: RollupStats = diesel::sql_query(FULL.as_str())
             .get_result::<Counts>(conn)
             .await?
             .into();
         conn.batch_execute(&FULL_TOTALS).await?;
         stats.fired = triggers::evaluate_all(conn).await?;
-        finish(conn, &marks, true).await?;
+        finish(conn, &marks, None).await?;
         Ok(stats)
     })
     .await
@@ -178,54 +189,105 @@ pub async fn run_pending(
     conn: &mut AsyncPgConnection,
     batch: i64,
 ) -> diesel::QueryResult<(usize, RollupStats)> {
-    conn.transaction(async |conn| {
-        unbounded(conn).await?;
-        diesel::sql_query("SELECT pg_advisory_xact_lock_shared($1, hashtext(current_schema()))")
+    run_pending_as(conn, batch, uuid::Uuid::new_v4()).await
+}
+
+/// [`run_pending`] as the worker `owner`, which takes back its own unexpired claims (left by a
+/// run of its that failed) before anyone else's expired ones.
+///
+/// Two transactions: the claim (committed at once, so the marks are locked for a moment only)
+/// and the work. An ingest marking a claimed group meanwhile neither waits nor is lost: it
+/// moves the mark's version, and the work then leaves that mark for the next run.
+async fn run_pending_as(
+    conn: &mut AsyncPgConnection,
+    batch: i64,
+    owner: uuid::Uuid,
+) -> diesel::QueryResult<(usize, RollupStats)> {
+    let marks = claim(conn, batch, owner).await?;
+    if marks.is_empty() {
+        return Ok((0, RollupStats::default()));
+    }
+    let worked = conn
+        .transaction(async |conn| {
+            unbounded(conn).await?;
+            diesel::sql_query(LOCK_TIMEOUT).execute(conn).await?;
+            diesel::sql_query(
+                "SELECT pg_advisory_xact_lock_shared($1, hashtext(current_schema()))",
+            )
             .bind::<diesel::sql_types::Integer, _>(ROLLUP_LOCK)
             .execute(conn)
             .await?;
-        let marks: Vec<Mark> = diesel::sql_query(
-            "SELECT organization_id, account_id, month FROM rollup_dirty \
-             ORDER BY marked_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind::<BigInt, _>(batch)
-        .load(conn)
-        .await?;
-        if marks.is_empty() {
-            return Ok((0, RollupStats::default()));
-        }
-        lock_organizations(conn, &marks).await?;
-        let mut stats = RollupStats::default();
-        type Dirty<'a> = (Vec<&'a str>, std::collections::BTreeSet<&'a str>);
-        let mut by_month: std::collections::BTreeMap<NaiveDate, Dirty> = Default::default();
-        for mark in &marks {
-            let (accounts, organizations) = by_month.entry(mark.month).or_default();
-            accounts.push(mark.account_id.as_str());
-            organizations.insert(mark.organization_id.as_str());
-        }
-        for (month, (accounts, organizations)) in by_month {
-            let organizations: Vec<&str> = organizations.into_iter().collect();
-            let start = month.and_time(chrono::NaiveTime::MIN).and_utc();
-            let end = month
-                .checked_add_months(chrono::Months::new(1))
-                .unwrap_or(NaiveDate::MAX)
-                .and_time(chrono::NaiveTime::MIN)
-                .and_utc();
-            stats += diesel::sql_query(ONE_MONTH.as_str())
-                .bind::<Array<Text>, _>(&accounts)
-                .bind::<Timestamptz, _>(start)
-                .bind::<Timestamptz, _>(end)
-                .bind::<Date, _>(month)
-                .bind::<Array<Text>, _>(&organizations)
-                .get_result::<Counts>(conn)
-                .await?
-                .into();
-        }
-        stats.fired = fire(conn, &marks).await?;
-        finish(conn, &marks, false).await?;
-        Ok((marks.len(), stats))
-    })
+            lock_organizations(conn, &marks).await?;
+            let mut stats = recompute(conn, &marks).await?;
+            stats.fired = fire(conn, &marks).await?;
+            finish(conn, &marks, Some(owner)).await?;
+            Ok(stats)
+        })
+        .await;
+    match worked {
+        Ok(stats) => Ok((marks.len(), stats)),
+        // Another worker (or a full rebuild) has some of these marks now: nothing was written.
+        Err(diesel::result::Error::RollbackTransaction) => Ok((0, RollupStats::default())),
+        Err(err) => Err(err),
+    }
+}
+
+/// Claims up to `batch` marks for `owner` (oldest first; its own unexpired claims too) in one
+/// statement of its own transaction.
+async fn claim(
+    conn: &mut AsyncPgConnection,
+    batch: i64,
+    owner: uuid::Uuid,
+) -> diesel::QueryResult<Vec<Mark>> {
+    diesel::sql_query(
+        "UPDATE rollup_dirty d \
+         SET lease_owner = $2, leased_until = now() + make_interval(secs => $3) \
+         FROM (SELECT organization_id, account_id, month FROM rollup_dirty \
+               WHERE leased_until IS NULL OR leased_until < now() OR lease_owner = $2 \
+               ORDER BY marked_at LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+         WHERE d.organization_id = c.organization_id AND d.account_id = c.account_id \
+           AND d.month = c.month \
+         RETURNING d.organization_id, d.account_id, d.month, d.version",
+    )
+    .bind::<BigInt, _>(batch)
+    .bind::<diesel::sql_types::Uuid, _>(owner)
+    .bind::<diesel::sql_types::Integer, _>(LEASE_SECONDS)
+    .load(conn)
     .await
+}
+
+/// Recomputes the groups of `marks`, one statement per month.
+async fn recompute(
+    conn: &mut AsyncPgConnection,
+    marks: &[Mark],
+) -> diesel::QueryResult<RollupStats> {
+    let mut stats = RollupStats::default();
+    type Dirty<'a> = (Vec<&'a str>, std::collections::BTreeSet<&'a str>);
+    let mut by_month: std::collections::BTreeMap<NaiveDate, Dirty> = Default::default();
+    for mark in marks {
+        let (accounts, organizations) = by_month.entry(mark.month).or_default();
+        accounts.push(mark.account_id.as_str());
+        organizations.insert(mark.organization_id.as_str());
+    }
+    for (month, (accounts, organizations)) in by_month {
+        let organizations: Vec<&str> = organizations.into_iter().collect();
+        let start = month.and_time(chrono::NaiveTime::MIN).and_utc();
+        let end = month
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(NaiveDate::MAX)
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc();
+        stats += diesel::sql_query(ONE_MONTH.as_str())
+            .bind::<Array<Text>, _>(&accounts)
+            .bind::<Timestamptz, _>(start)
+            .bind::<Timestamptz, _>(end)
+            .bind::<Date, _>(month)
+            .bind::<Array<Text>, _>(&organizations)
+            .get_result::<Counts>(conn)
+            .await?
+            .into();
+    }
+    Ok(stats)
 }
 
 /// Fires the triggers the groups of `marks` may have crossed, in the transaction of the
@@ -258,14 +320,47 @@ async fn lock_organizations(
 
 /// Runs incremental batches until no free dirty group is left.
 pub async fn run_until_clean(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
+    run_until_clean_as(conn, uuid::Uuid::new_v4()).await
+}
+
+/// [`run_until_clean`] as the worker `owner` (the server's worker keeps one for its life).
+async fn run_until_clean_as(
+    conn: &mut AsyncPgConnection,
+    owner: uuid::Uuid,
+) -> diesel::QueryResult<RollupStats> {
     let mut total = RollupStats::default();
     loop {
-        let (taken, stats) = run_pending(conn, DEFAULT_BATCH).await?;
+        let started = std::time::Instant::now();
+        let (taken, stats) = run_pending_as(conn, DEFAULT_BATCH, owner).await?;
         if taken == 0 {
             return Ok(total);
         }
+        record_batch(taken, &stats, started.elapsed());
         total += stats;
     }
+}
+
+/// The metrics of one committed incremental batch: its duration
+/// (`usage_api_rollup_batch_seconds`), the dirty marks it took
+/// (`usage_api_rollup_marks_total`), the monthly aggregates it recomputed
+/// (`usage_api_rollup_groups_total`) and what it wrote (`usage_api_rollup_aggregates_total`:
+/// monthly rows changed or removed, daily rows changed). Triggers fired are counted where they
+/// fire (`usage_api_trigger_firings_total`). The lag is sampled when the metrics are rendered.
+fn record_batch(marks: usize, stats: &RollupStats, elapsed: std::time::Duration) {
+    let count = |n: i64| n.unsigned_abs();
+    metrics::histogram!("usage_api_rollup_batch_seconds").record(elapsed.as_secs_f64());
+    metrics::counter!("usage_api_rollup_marks_total").increment(marks as u64);
+    metrics::counter!("usage_api_rollup_groups_total").increment(count(stats.groups));
+    let written = |table: &'static str, change: &'static str| {
+        metrics::counter!(
+            "usage_api_rollup_aggregates_total",
+            "table" => table,
+            "change" => change
+        )
+    };
+    written("monthly", "changed").increment(count(stats.changed));
+    written("monthly", "removed").increment(count(stats.removed));
+    written("daily", "changed").increment(count(stats.days_changed));
 }
 
 /// A rollup may take longer than the API's statement timeout (a backfilled month, a full
@@ -277,26 +372,45 @@ async fn unbounded(conn: &mut AsyncPgConnection) -> diesel::QueryResult<()> {
         .map(|_| ())
 }
 
-/// Deletes the marks this run took and records when the organizations concerned (all of them
-/// after a full rebuild) were last rolled up. Their data version moves by itself: triggers on
-/// usage_monthly bump it whenever a row changes (migration 3).
+/// Ends a run, last thing before its commit (so the marks' row locks, which an ingest of the
+/// same groups would wait for, are held only for the commit):
+/// - an incremental run (`owner`) checks that it still holds every claim, else rolls back
+///   (`RollbackTransaction`): another worker took some over after its lease ran out;
+/// - deletes the marks whose version is the one it read, and frees the others (an ingest
+///   marked them again meanwhile) for the next run;
+/// - records when the organizations concerned (all of them after a full rebuild) were last
+///   rolled up. Their data version moves by itself: triggers on usage_monthly bump it whenever
+///   a row changes (migration 3).
 async fn finish(
     conn: &mut AsyncPgConnection,
     marks: &[Mark],
-    all: bool,
+    owner: Option<uuid::Uuid>,
 ) -> diesel::QueryResult<()> {
     let organizations: Vec<&str> = marks.iter().map(|m| m.organization_id.as_str()).collect();
     let accounts: Vec<&str> = marks.iter().map(|m| m.account_id.as_str()).collect();
     let months: Vec<NaiveDate> = marks.iter().map(|m| m.month).collect();
+    let versions: Vec<i64> = marks.iter().map(|m| m.version).collect();
+    if let Some(owner) = owner {
+        if !still_held(conn, &organizations, &accounts, &months, owner).await? {
+            return Err(diesel::result::Error::RollbackTransaction);
+        }
+    }
+    // Sorted as ingest marks them (one lock order, no deadlock).
     diesel::sql_query(
-        "DELETE FROM rollup_dirty d \
-         USING unnest($1::text[], $2::text[], $3::date[]) AS t(organization_id, account_id, month) \
+        "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[]) \
+                    AS t(organization_id, account_id, month, version)), \
+         gone AS (DELETE FROM rollup_dirty d USING t \
+                  WHERE d.organization_id = t.organization_id AND d.account_id = t.account_id \
+                    AND d.month = t.month AND d.version = t.version RETURNING 1) \
+         UPDATE rollup_dirty d SET lease_owner = NULL, leased_until = NULL FROM t \
          WHERE d.organization_id = t.organization_id AND d.account_id = t.account_id \
-           AND d.month = t.month",
+           AND d.month = t.month AND d.version <> t.version AND $5",
     )
     .bind::<Array<Text>, _>(&organizations)
     .bind::<Array<Text>, _>(&accounts)
     .bind::<Array<Date>, _>(&months)
+    .bind::<Array<BigInt>, _>(&versions)
+    .bind::<diesel::sql_types::Bool, _>(owner.is_some())
     .execute(conn)
     .await?;
     diesel::sql_query(
@@ -308,11 +422,44 @@ async fn finish(
          WHERE o.id = locked.id",
     )
     .bind::<Array<Text>, _>(&organizations)
-    .bind::<diesel::sql_types::Bool, _>(all)
+    .bind::<diesel::sql_types::Bool, _>(owner.is_none())
     .bind::<Array<Text>, _>(&accounts)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Whether `owner` still holds the claim on every one of these marks; locks them, in the order
+/// ingest takes them, until the commit.
+async fn still_held(
+    conn: &mut AsyncPgConnection,
+    organizations: &[&str],
+    accounts: &[&str],
+    months: &[NaiveDate],
+    owner: uuid::Uuid,
+) -> diesel::QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = BigInt)]
+        held: i64,
+    }
+    let held: Held = diesel::sql_query(
+        "WITH mine AS (SELECT 1 FROM rollup_dirty d \
+             JOIN unnest($1::text[], $2::text[], $3::date[]) AS t(organization_id, account_id, month) \
+               ON d.organization_id = t.organization_id AND d.account_id = t.account_id \
+              AND d.month = t.month \
+             WHERE d.lease_owner = $4 \
+             ORDER BY d.organization_id COLLATE \"C\", d.account_id COLLATE \"C\", d.month \
+             FOR UPDATE OF d) \
+         SELECT count(*) AS held FROM mine",
+    )
+    .bind::<Array<Text>, _>(organizations)
+    .bind::<Array<Text>, _>(accounts)
+    .bind::<Array<Date>, _>(months)
+    .bind::<diesel::sql_types::Uuid, _>(owner)
+    .get_result(conn)
+    .await?;
+    Ok(usize::try_from(held.held).unwrap_or(0) == organizations.len())
 }
 
 /// Creates this month's and next month's partitions ahead of the events, so that ingest rarely
@@ -334,11 +481,12 @@ pub async fn run_forever(
     wake: std::sync::Arc<tokio::sync::Notify>,
     fired: std::sync::Arc<tokio::sync::Notify>,
 ) {
+    let owner = uuid::Uuid::new_v4();
     loop {
         match pool.get().await {
             Ok(mut conn) => match async {
                 prepare_months(&mut conn).await?;
-                run_until_clean(&mut conn).await
+                run_until_clean_as(&mut conn, owner).await
             }
             .await
             {
@@ -355,9 +503,15 @@ pub async fn run_forever(
                     }
                 }
                 Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "rollup failed; retrying"),
+                Err(err) => {
+                    metrics::counter!("usage_api_rollup_failures_total").increment(1);
+                    tracing::warn!(error = %err, "rollup failed; retrying");
+                }
             },
-            Err(err) => tracing::warn!(error = %err, "rollup cannot reach the database; retrying"),
+            Err(err) => {
+                metrics::counter!("usage_api_rollup_failures_total").increment(1);
+                tracing::warn!(error = %err, "rollup cannot reach the database; retrying");
+            }
         }
         let _ = tokio::time::timeout(interval, wake.notified()).await;
     }

@@ -50,7 +50,7 @@ marked AS (
     FROM months m
     ORDER BY m.organization_id COLLATE "C", m.account_id COLLATE "C", m.month
     ON CONFLICT (organization_id, account_id, month)
-        DO UPDATE SET marked_at = rollup_dirty.marked_at
+        DO UPDATE SET version = rollup_dirty.version + 1
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted) AS accepted,
