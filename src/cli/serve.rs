@@ -127,6 +127,7 @@ pub fn start(
         ));
     }
     Ok(HttpServer::new(move || app(state.clone()))
+        .on_connect(crate::http::peer::on_connect)
         .workers(workers)
         .shutdown_timeout(10)
         .listen(listener)?

@@ -9,6 +9,7 @@ pub mod hal;
 pub mod health;
 pub mod metrics;
 pub mod monthly;
+pub mod peer;
 pub mod raw;
 pub mod records;
 pub mod request_id;

@@ -184,3 +184,29 @@ async fn past_its_deadline_a_request_is_a_503_and_its_statement_is_cancelled() {
     // The connection it used serves the next request.
     assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
 }
+
+#[actix_web::test]
+async fn a_read_whose_client_went_away_has_its_statement_cancelled() {
+    let app = TestApp::spawn().await; // a deadline of 30 s: only the departure can stop it
+    let blocker = Blocker::hold(&app).await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let request = impatient
+        .get(format!("{}{LIST}", app.address))
+        .bearer_auth(token("org-a"))
+        .send();
+    let gave_up = actix_web::rt::spawn(request);
+    wait_for_waiting(&app, 1, Duration::from_secs(10)).await;
+    assert!(
+        gave_up.await.unwrap().is_err(),
+        "the read was held by the lock"
+    );
+    // The client is gone (its connection closed); the lock is still held, yet the statement no
+    // longer waits: cancelled within a second, not left for the deadline.
+    wait_for_waiting(&app, 0, Duration::from_secs(1)).await;
+    blocker.release().await;
+    assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
+}
