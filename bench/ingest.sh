@@ -14,6 +14,7 @@
 # usage_api_ingest_bench (rebuilt) and a scratch directory under bench/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 EVENTS=${EVENTS:-10000000}
 ACCOUNTS=${ACCOUNTS:-2000}
@@ -36,22 +37,8 @@ psql "${SERVER%/*}/postgres" -qc "DROP DATABASE IF EXISTS usage_api_ingest_bench
 DATABASE_URL=$DB $bin migrate >/dev/null
 
 echo "== data: $EVENTS events over $ACCOUNTS accounts, 24 months, 15 products (CSV)"
-psql "$DB" -qc "\copy (SELECT 'acc-' || a, 'reseller', 'Account ' || a FROM generate_series(1, $ACCOUNTS) a) TO '$OUT/accounts.csv' CSV"
-sed -i '1i id,organization_id,name' "$OUT/accounts.csv"
+reseller_files "$DB" "$EVENTS" "$ACCOUNTS" "$OUT/accounts.csv" "$OUT/events.csv"
 DATABASE_URL=$DB $bin accounts import "$OUT/accounts.csv" >/dev/null
-# Deterministic events: every column varies, prices and quantities are exact decimals.
-psql "$DB" -qc "\copy (
-  SELECT 'ev-' || g, 'acc-' || (1 + g % $ACCOUNTS), 'P-' || (g % 15), 'AP-' || (g % 3),
-         (ARRAY['CALL','MESSAGE','NUMBER','API_REQUEST','OTHER'])[1 + g % 5],
-         'Usage ' || (g % 15),
-         (ARRAY['MINUTES','SEGMENTS','NUMBERS','REQUESTS','GB'])[1 + g % 5],
-         (ARRAY['INBOUND','OUTBOUND',NULL])[1 + g % 3], NULL, 'main',
-         to_char(timestamptz '2023-01-01 00:00:00+00' + (g % 24) * interval '1 month'
-                 + (g % 2400000) * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-         ((g * 7919) % 100000) / 1000.0, (ARRAY[0.0085, 0.014, 1, 0.0001, 19.99])[1 + g % 5], 'USD'
-  FROM generate_series(1::bigint, $EVENTS) g
-) TO '$OUT/events.csv' CSV"
-sed -i '1i event_id,account_id,product_id,aggr_product_id,type,description,unit,direction,resolution,wallet_name,occurred_at,quantity,unit_price,currency' "$OUT/events.csv"
 ls -la "$OUT/events.csv" | awk '{printf "file: %.0f MB\n", $5 / 1048576}'
 
 echo

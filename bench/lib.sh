@@ -61,3 +61,24 @@ wrk_p50() {
     WRK_P50=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
     WRK_RPS=$(awk '/Requests\/sec/ { print $2 }' "$out")
 }
+
+# reseller_files DB EVENTS ACCOUNTS ACCOUNTS_CSV EVENTS_CSV: the accounts of one reseller
+# organization ("acc-1"…, org "reseller") and EVENTS deterministic events over them, 24 months,
+# 15 products, exact decimal prices and quantities, as the CSV files `usage-api accounts import`
+# and `usage-api ingest` read (psql's COPY writes them; DB is only used to run it).
+reseller_files() {
+    local db=$1 events=$2 accounts=$3 accounts_csv=$4 events_csv=$5
+    psql "$db" -qc "\copy (SELECT 'acc-' || a, 'reseller', 'Account ' || a FROM generate_series(1, $accounts) a) TO '$accounts_csv' CSV"
+    sed -i '1i id,organization_id,name' "$accounts_csv"
+    psql "$db" -qc "\copy (
+      SELECT 'ev-' || g, 'acc-' || (1 + g % $accounts), 'P-' || (g % 15), 'AP-' || (g % 3),
+             (ARRAY['CALL','MESSAGE','NUMBER','API_REQUEST','OTHER'])[1 + g % 5], 'Usage ' || (g % 15),
+             (ARRAY['MINUTES','SEGMENTS','NUMBERS','REQUESTS','GB'])[1 + g % 5],
+             (ARRAY['INBOUND','OUTBOUND',NULL])[1 + g % 3], NULL, 'main',
+             to_char(timestamptz '2023-01-01 00:00:00+00' + (g % 24) * interval '1 month'
+                     + (g % 2400000) * interval '1 second', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+             ((g * 7919) % 100000) / 1000.0, (ARRAY[0.0085, 0.014, 1, 0.0001, 19.99])[1 + g % 5], 'USD'
+      FROM generate_series(1::bigint, $events) g
+    ) TO '$events_csv' CSV"
+    sed -i '1i event_id,account_id,product_id,aggr_product_id,type,description,unit,direction,resolution,wallet_name,occurred_at,quantity,unit_price,currency' "$events_csv"
+}

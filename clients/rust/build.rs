@@ -34,16 +34,19 @@ fn main() {
     fs::write(out, tokens.to_string()).expect("writing the generated client");
 }
 
+/// Every operation object of the document.
+fn operations(spec: &mut Value) -> impl Iterator<Item = &mut Value> {
+    spec.get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|path| path.values_mut())
+}
+
 /// Keeps only `application/json` in request bodies that offer it among several media types.
 fn json_bodies_only(spec: &mut Value) {
-    let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for operation in paths
-        .values_mut()
-        .filter_map(Value::as_object_mut)
-        .flat_map(|p| p.values_mut())
-    {
+    for operation in operations(spec) {
         let Some(content) = operation
             .pointer_mut("/requestBody/content")
             .and_then(Value::as_object_mut)
@@ -58,14 +61,7 @@ fn json_bodies_only(spec: &mut Value) {
 
 /// Drops the `304` answers, which have no body while every other error has an `Error` one.
 fn without_not_modified(spec: &mut Value) {
-    let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for operation in paths
-        .values_mut()
-        .filter_map(Value::as_object_mut)
-        .flat_map(|p| p.values_mut())
-    {
+    for operation in operations(spec) {
         if let Some(responses) = operation
             .get_mut("responses")
             .and_then(Value::as_object_mut)

@@ -275,48 +275,27 @@ fn cluster_sql(cluster: &Cluster, sql: &str) -> String {
 #[actix_web::test]
 async fn restarts_killed_backends_and_an_outage_under_load_lose_nothing_and_count_nothing_twice() {
     let cluster = Cluster::start();
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usage-api"))
-        .arg("serve")
-        .env("DATABASE_URL", cluster.url("usage_api"))
-        .env("USAGE_API_BIND", format!("127.0.0.1:{http_port}"))
-        .env("OAUTH_DEV_SECRET", DEV_SECRET)
-        .env_remove("OAUTH_JWKS_URL")
-        .env("USAGE_API_ROLLUP_INTERVAL_MS", "200")
-        .env("USAGE_API_DB_POOL_SIZE", "4")
-        .env("USAGE_API_REQUEST_TIMEOUT_MS", "3000")
-        // The load is one organization's: its limits are tested elsewhere.
-        .env("USAGE_API_ORG_RATE", "100000")
-        .env("USAGE_API_ORG_BURST", "100000")
-        .env("USAGE_API_ORG_CONCURRENCY", "1000")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("usage-api serve");
-    let _stop_server = KillOnDrop(&mut child);
-    eventually("ready", Duration::from_secs(30), async || {
-        get(&base, "/health/ready", None).await.map(|a| a.0) == Some(200)
-    })
+    let server = Serve::start(
+        &["serve"],
+        &[
+            ("DATABASE_URL", &cluster.url("usage_api")),
+            ("USAGE_API_ROLLUP_INTERVAL_MS", "200"),
+            ("USAGE_API_DB_POOL_SIZE", "4"),
+            ("USAGE_API_REQUEST_TIMEOUT_MS", "3000"),
+            // The load is one organization's: its limits are tested elsewhere.
+            ("USAGE_API_ORG_RATE", "100000"),
+            ("USAGE_API_ORG_BURST", "100000"),
+            ("USAGE_API_ORG_CONCURRENCY", "1000"),
+        ],
+    )
     .await;
+    let base = server.base.clone();
     cluster_sql(
         &cluster,
         "INSERT INTO organizations (id) VALUES ('org-a'); \
          INSERT INTO accounts (id, organization_id, name) VALUES ('a1', 'org-a', 'A1')",
     );
-    let mint = |scope: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_usage-api"))
-            .args(["token", "--org", "org-a", "--scope", scope])
-            .env("OAUTH_DEV_SECRET", DEV_SECRET)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let (reader, writer) = (
-        mint("express-accounts-usage:read"),
-        mint("express-accounts-usage:write"),
-    );
+    let (reader, writer) = tokens();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producers: Vec<_> = (0..3)
@@ -383,13 +362,60 @@ async fn restarts_killed_backends_and_an_outage_under_load_lose_nothing_and_coun
     assert_eq!(units, sent.len().to_string());
 }
 
-struct KillOnDrop<'a>(&'a mut Child);
+/// The real binary serving on a free loopback port with a development secret and `env`, ready;
+/// killed when dropped.
+struct Serve {
+    child: Child,
+    base: String,
+}
 
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Serve {
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_usage-api"))
+            .args(args)
+            .env("USAGE_API_BIND", format!("127.0.0.1:{port}"))
+            .env("OAUTH_DEV_SECRET", DEV_SECRET)
+            .env_remove("OAUTH_JWKS_URL")
+            .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("usage-api serve");
+        let server = Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        eventually("ready", Duration::from_secs(30), async || {
+            get(&server.base, "/health/ready", None).await.map(|a| a.0) == Some(200)
+        })
+        .await;
+        server
     }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Development tokens of org-a: (read, write).
+fn tokens() -> (String, String) {
+    let mint = |scope: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_usage-api"))
+            .args(["token", "--org", "org-a", "--scope", scope])
+            .env("OAUTH_DEV_SECRET", DEV_SECRET)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    (
+        mint("express-accounts-usage:read"),
+        mint("express-accounts-usage:write"),
+    )
 }
 
 /// The API's monthly list read over HTTP: (Σ number_of_units as text, as_of).
@@ -455,38 +481,17 @@ async fn reads_come_from_a_streaming_standby_as_of_its_replay_and_follow_its_pro
          INSERT INTO accounts (id, organization_id, name) VALUES ('a1', 'org-a', 'A1')",
     );
     let standby = primary.standby();
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usage-api"))
-        .args(["serve", "--no-migrate"])
-        .env("DATABASE_URL", primary.url("usage_api"))
-        .env("DATABASE_READ_URL", standby.url("usage_api"))
-        .env("USAGE_API_BIND", format!("127.0.0.1:{http_port}"))
-        .env("OAUTH_DEV_SECRET", DEV_SECRET)
-        .env_remove("OAUTH_JWKS_URL")
-        .env("USAGE_API_ROLLUP_INTERVAL_MS", "100")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("usage-api serve");
-    let _stop_server = KillOnDrop(&mut child);
-    eventually("ready", Duration::from_secs(30), async || {
-        get(&base, "/health/ready", None).await.map(|a| a.0) == Some(200)
-    })
+    let server = Serve::start(
+        &["serve", "--no-migrate"],
+        &[
+            ("DATABASE_URL", &primary.url("usage_api")),
+            ("DATABASE_READ_URL", &standby.url("usage_api")),
+            ("USAGE_API_ROLLUP_INTERVAL_MS", "100"),
+        ],
+    )
     .await;
-    let mint = |scope: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_usage-api"))
-            .args(["token", "--org", "org-a", "--scope", scope])
-            .env("OAUTH_DEV_SECRET", DEV_SECRET)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let (reader, writer) = (
-        mint("express-accounts-usage:read"),
-        mint("express-accounts-usage:write"),
-    );
+    let base = server.base.clone();
+    let (reader, writer) = tokens();
 
     // Written to the primary, read from the standby once it has replayed it.
     send_one(&base, &writer, &primary, "e1", "1").await;

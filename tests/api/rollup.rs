@@ -257,6 +257,22 @@ async fn events_land_in_monthly_partitions_created_on_demand() {
     assert_eq!(in_march.n, 12);
 }
 
+/// A connection in a transaction that holds the monthly table: a rollup that reaches it waits,
+/// as a long one would be at work, until the transaction is rolled back.
+async fn hold_monthly_table(app: &TestApp) -> diesel_async::AsyncPgConnection {
+    use diesel_async::RunQueryDsl;
+    let mut blocker = app.conn().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    diesel::sql_query("LOCK TABLE usage_monthly IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
 /// A rollup at work (held up here by a lock on the monthly table, as a long one would be)
 /// never makes an ingest of the same (account, month) wait, and the ingest's mark outlives it.
 #[actix_web::test]
@@ -265,15 +281,7 @@ async fn an_ingest_never_waits_for_a_rollup_at_work_and_its_mark_outlives_it() {
     for full in [false, true] {
         let app = org_a().await;
         app.insert(&[event("first", "a1")]).await;
-        let mut blocker = app.conn().await;
-        diesel::sql_query("BEGIN")
-            .execute(&mut blocker)
-            .await
-            .unwrap();
-        diesel::sql_query("LOCK TABLE usage_monthly IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut blocker)
-            .await
-            .unwrap();
+        let mut blocker = hold_monthly_table(&app).await;
         let url = app.db.url.clone();
         let rolling = actix_web::rt::spawn(async move {
             let mut conn = crate::support::db::connect(&url).await;
@@ -322,15 +330,7 @@ async fn a_worker_that_lost_its_claim_rolls_back() {
     use diesel_async::RunQueryDsl;
     let app = org_a().await;
     app.insert(&[event("first", "a1")]).await;
-    let mut blocker = app.conn().await;
-    diesel::sql_query("BEGIN")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
-    diesel::sql_query("LOCK TABLE usage_monthly IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_monthly_table(&app).await;
     let worker = |url: String| {
         actix_web::rt::spawn(async move {
             let mut conn = crate::support::db::connect(&url).await;
