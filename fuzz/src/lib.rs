@@ -8,19 +8,14 @@
 
 use std::sync::OnceLock;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use usage_api::db::schema::usage_monthly::dsl as um;
 use usage_api::http::cursor::{self, Binding, Token, MAX_CURSOR_BYTES};
 use usage_api::http::events::{parse_events, BodyFormat};
 use usage_api::http::records::parse_request;
-use usage_api::usage::digest;
 use usage_api::usage::read::column::SortField;
 use usage_api::usage::read::filter;
 use usage_api::usage::read::order::{self, Order, MAX_ORDER_BY_CHARS, MAX_PER_PAGE};
@@ -121,43 +116,6 @@ fn binding() -> Binding<'static> {
     }
 }
 
-/// A `cursor` holding `payload`, signed as `http::cursor` signs (its MAC over the framed
-/// binding and payload, truncated to 16 bytes), so that the fuzzer's payloads get past the
-/// signature to the token's decoding. `signer_agrees` checks this copy against the real one.
-fn sign(payload: &[u8]) -> String {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(CURSOR_KEY) else {
-        panic!("HMAC refused a 32-byte key");
-    };
-    let binding = binding();
-    let mut part = |bytes: &[u8]| digest::framed(&mut mac, bytes);
-    part(b"usage-api page cursor");
-    part(binding.organization_id.as_bytes());
-    part(&binding.per_page.to_le_bytes());
-    for text in [binding.filter, binding.order_by] {
-        match text {
-            Some(text) => part(text.as_bytes()),
-            None => part(b"\xff"),
-        }
-    }
-    part(payload);
-    let tag = mac.finalize().into_bytes();
-    let mut raw = tag[..16].to_vec();
-    raw.extend_from_slice(payload);
-    URL_SAFE_NO_PAD.encode(raw)
-}
-
-/// Whether `sign` still signs as `http::cursor::encode` does (checked once per process).
-fn signer_agrees() -> bool {
-    static AGREES: OnceLock<bool> = OnceLock::new();
-    *AGREES.get_or_init(|| {
-        let token = Token::new((1, 2), 3, seek::Side::After, Vec::new());
-        let Ok(payload) = serde_json::to_vec(&token) else {
-            return false;
-        };
-        cursor::encode(CURSOR_KEY, &binding(), &token) == Some(sign(&payload))
-    })
-}
-
 /// Orders a decoded position is tried against (each at most `MAX_ORDER_BY_CHARS` long).
 const ORDERS: [&str; 6] = [
     "",
@@ -170,13 +128,14 @@ const ORDERS: [&str; 6] = [
 
 /// `cursor` of `GET /express/usage/month` and `GET /express/usage/events`: `http::cursor`'s
 /// `check_form` and `decode`. Input starting with `{` is a token payload, signed here first
-/// (see `sign`) so that its JSON reaches the decoder; anything else is the parameter as sent.
+/// (`http::cursor::seal`) so that its JSON reaches the decoder; anything else is the parameter as sent.
 /// A decoded token then goes where the server takes it: `Seek::new` and `seek::predicate`.
 pub fn cursor(data: &[u8]) {
-    assert!(signer_agrees(), "fuzz/src/lib.rs signs unlike http::cursor");
     let binding = binding();
     let decoded = if data.first() == Some(&b'{') {
-        let text = sign(data);
+        let Some(text) = cursor::seal(CURSOR_KEY, &binding, data) else {
+            panic!("HMAC refused a 32-byte key");
+        };
         let decoded = cursor::decode(CURSOR_KEY, &binding, &text);
         if text.len() > MAX_CURSOR_BYTES {
             assert!(decoded.is_err(), "a {} byte cursor was read", text.len());

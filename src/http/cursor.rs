@@ -99,13 +99,19 @@ pub fn check_form(text: &str) -> Result<(), String> {
 
 /// The token as a `cursor` value, or `None` when it would be longer than a link may carry.
 pub fn encode(key: &[u8], binding: &Binding, token: &Token) -> Option<String> {
-    let payload = serde_json::to_vec(token).ok()?;
-    let tag = mac(key, binding, &payload)?.finalize().into_bytes();
+    let text = seal(key, binding, &serde_json::to_vec(token).ok()?)?;
+    (text.len() <= MAX_CURSOR_BYTES).then_some(text)
+}
+
+/// Any `payload`, signed for `binding` as `encode` signs a token (its truncated MAC, then the
+/// payload, URL-safe base64), whatever its length. Public for the fuzz targets, which sign
+/// arbitrary payloads to reach the decoding behind the signature.
+pub fn seal(key: &[u8], binding: &Binding, payload: &[u8]) -> Option<String> {
+    let tag = mac(key, binding, payload)?.finalize().into_bytes();
     let mut raw = Vec::with_capacity(MAC_BYTES + payload.len());
     raw.extend_from_slice(&tag[..MAC_BYTES]);
-    raw.extend_from_slice(&payload);
-    let text = URL_SAFE_NO_PAD.encode(raw);
-    (text.len() <= MAX_CURSOR_BYTES).then_some(text)
+    raw.extend_from_slice(payload);
+    Some(URL_SAFE_NO_PAD.encode(raw))
 }
 
 /// The token a `cursor` value holds, if this server issued it for exactly this query.

@@ -150,6 +150,20 @@ async fn serve_started_while_its_database_is_away_becomes_ready_when_it_appears(
     .unwrap();
 }
 
+/// Sends `request` to the server, which answers whatever the database does; a 503 must say
+/// when to come back.
+async fn answered(request: reqwest::RequestBuilder) -> (u16, reqwest::Response) {
+    let answer = request
+        .send()
+        .await
+        .expect("the server answers while the database is away");
+    let status = answer.status().as_u16();
+    if status == 503 {
+        assert!(answer.headers().contains_key("retry-after"));
+    }
+    (status, answer)
+}
+
 /// One producer: sends batches of fresh events until `stop`, retrying a batch answered 503
 /// (as a client should) until it is answered 200. Returns the ids it sent and every status.
 async fn produce(
@@ -180,17 +194,11 @@ async fn produce(
             })
             .collect();
         for _ in 0..200 {
-            let answer = client
+            let request = client
                 .post(format!("{base}/express/usage/events"))
                 .bearer_auth(&token)
-                .json(&events)
-                .send()
-                .await
-                .expect("the server answers while the database is away");
-            let status = answer.status().as_u16();
-            if status == 503 {
-                assert!(answer.headers().contains_key("retry-after"));
-            }
+                .json(&events);
+            let (status, answer) = answered(request).await;
             statuses.push(status);
             if status == 200 {
                 let report: serde_json::Value = answer.json().await.unwrap();
@@ -218,17 +226,10 @@ async fn read(
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut statuses = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) && statuses.len() < 100_000 {
-        let answer = client
+        let request = client
             .get(format!("{base}/express/usage/month"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("the server answers while the database is away");
-        let status = answer.status().as_u16();
-        if status == 503 {
-            assert!(answer.headers().contains_key("retry-after"));
-        }
-        statuses.push(status);
+            .bearer_auth(&token);
+        statuses.push(answered(request).await.0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     statuses
