@@ -40,7 +40,7 @@ DATABASE_URL=$DB $BIN rollup >/dev/null
 step "serve, $THREADS producers posting batches of 10, and a full rebuild meanwhile"
 log=$OUT/rebuild-serve.log
 env DATABASE_URL="$DB" USAGE_API_BIND="127.0.0.1:$PORT" RUST_LOG=warn \
-    USAGE_API_ORG_RATE=1000000 USAGE_API_ORG_BURST=1000000 USAGE_API_ORG_CONCURRENCY=1000 \
+    USAGE_API_ORG_RATE=1000000 USAGE_API_ORG_BURST=1000000 USAGE_API_ORG_CONCURRENCY=1000 USAGE_API_ORG_EXECUTING=1000 \
     "$BIN" serve --no-migrate >"$log" 2>&1 &
 server=$!
 stop=$OUT/rebuild-stop

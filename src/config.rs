@@ -5,10 +5,12 @@
 //! | `DATABASE_URL` | `postgres://localhost/usage_api` | Postgres; created if missing when the role may |
 //! | `USAGE_API_DB_POOL_SIZE` | `16` | connections in the server's pool |
 //! | `USAGE_API_STATEMENT_TIMEOUT_MS` | `10000` | per-statement timeout on every connection |
+//! | `USAGE_API_DB_PARALLEL_WORKERS` | `0` | parallel workers one query of the server may start (`max_parallel_workers_per_gather`) |
 //! | `USAGE_API_BIND` | `127.0.0.1:8080` | listen address |
 //! | `USAGE_API_PUBLIC_URL` | `http://` + bind | base of every HAL link |
 //! | `USAGE_API_ORG_RATE`, `USAGE_API_ORG_BURST` | `100`, `200` | requests a second per organization, and the burst; past it `429 rate_limited` |
 //! | `USAGE_API_ORG_CONCURRENCY` | `8` | requests of one organization in flight at once; past it `429 rate_limited` |
+//! | `USAGE_API_ORG_EXECUTING` | half the host's cores, ≥ 1 | of those, requests that run at once; the others wait their turn |
 //! | `USAGE_API_REQUEST_TIMEOUT_MS` | `10000` | a request's deadline: then `503`, its statements cancelled |
 //! | `USAGE_API_ROLLUP_INTERVAL_MS` | `500` | how often `serve` rolls up dirty groups (0: never) |
 //! | `OAUTH_JWKS_URL` | — | the issuer's JWKS |
@@ -55,6 +57,11 @@ pub struct DatabaseArgs {
     /// Per-statement timeout, in milliseconds.
     #[arg(long, env = "USAGE_API_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub statement_timeout_ms: u64,
+    /// Parallel workers one query of the server may start (Postgres's
+    /// `max_parallel_workers_per_gather` on the server's connections). 0: a request's query runs
+    /// in one backend, so one organization's heavy reads cannot take every core from the others.
+    #[arg(long, env = "USAGE_API_DB_PARALLEL_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub db_parallel_workers: u16,
 }
 
 impl DatabaseArgs {
@@ -62,6 +69,7 @@ impl DatabaseArgs {
         PoolOptions {
             max_size: usize::from(self.db_pool_size),
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            parallel_workers: self.db_parallel_workers,
             ..PoolOptions::default()
         }
     }
@@ -84,6 +92,10 @@ pub struct HttpArgs {
     /// Requests of one organization in flight at once (streaming exports until their last byte).
     #[arg(long, env = "USAGE_API_ORG_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub org_concurrency: u32,
+    /// Of those, requests that run at once; the others wait their turn, first come first
+    /// served, within their deadline. Default: half this host's cores, at least 1.
+    #[arg(long, env = "USAGE_API_ORG_EXECUTING", default_value_t = crate::auth::admission::default_executing().get(), value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub org_executing: u32,
     /// A request's deadline, in milliseconds: past it, `503` and its statements are cancelled.
     #[arg(long, env = "USAGE_API_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub request_timeout_ms: u64,

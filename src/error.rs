@@ -415,6 +415,8 @@ pub struct Refusal {
 pub enum RefusalReason {
     Rate,
     Concurrency,
+    /// It waited too long for one of its organization's turns to run.
+    Turn,
 }
 
 impl Refusal {
@@ -430,6 +432,11 @@ impl Refusal {
                  has been answered.",
                 self.limit
             ),
+            RefusalReason::Turn => format!(
+                "The organization's requests run {} at a time and this one waited too long for \
+                 its turn; retry after the Retry-After delay.",
+                self.limit
+            ),
         }
     }
 }
@@ -439,6 +446,7 @@ impl RefusalReason {
         match self {
             RefusalReason::Rate => "rate",
             RefusalReason::Concurrency => "concurrency",
+            RefusalReason::Turn => "turn",
         }
     }
 }

@@ -33,7 +33,7 @@ log=$(mktemp)
 # One client sending as fast as it can: the per-organization limits (tested on their own) are
 # set out of its way, so that every answer is the operation's own.
 env DATABASE_URL="$DB" USAGE_API_WEBHOOK_ALLOW_HOSTS=127.0.0.1 RUST_LOG=warn \
-    USAGE_API_ORG_RATE=1000000 USAGE_API_ORG_BURST=1000000 USAGE_API_ORG_CONCURRENCY=1000 \
+    USAGE_API_ORG_RATE=1000000 USAGE_API_ORG_BURST=1000000 USAGE_API_ORG_CONCURRENCY=1000 USAGE_API_ORG_EXECUTING=1000 \
     "$BIN" serve --no-migrate --bind "127.0.0.1:$port" >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$log"' EXIT

@@ -5,10 +5,19 @@
 //! flight). Past either, `429 rate_limited` with `Retry-After` and the `RateLimit-*` headers:
 //! one tenant can never take the pool, the workers or the database from the others.
 //!
+//! Of an organization's admitted requests, only `USAGE_API_ORG_EXECUTING` run at once; the
+//! others wait their turn, first come first served, within their deadline. Connections are not
+//! what runs out on a busy database, cores are: one organization's eight heavy sorts at once
+//! would take every core of a small database server, and the other organizations' quick reads
+//! would queue behind them in the kernel's run queue (bench/load.sh: the quiet organizations'
+//! p99 7× worse with eight at once, 1.2× with one).
+//!
 //! A [`Ticket`] is the admitted request's place among its organization's requests in flight:
 //! it is kept in the request's extensions until the answer is sent (a streaming export carries
-//! it in its body until the last byte).
+//! it in its body until the last byte). Its [`Turn`] is its place among the requests that run;
+//! a streaming export gives it back once its first rows are read (the sort, if any, is done).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +26,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, Refusal, RefusalReason};
 
@@ -29,6 +39,12 @@ pub struct Limits {
     pub burst: NonZeroU32,
     /// Requests in flight at once.
     pub concurrency: u32,
+    /// Requests running at once; the other admitted ones wait their turn.
+    pub executing: NonZeroU32,
+    /// How long a request waits for its turn before it is refused (`429`): half its deadline,
+    /// so that one that gets its turn has time to finish. Waiting to the end would only hand
+    /// the turns to requests too late to answer, and answer none.
+    pub turn_wait: Duration,
 }
 
 impl Default for Limits {
@@ -37,8 +53,23 @@ impl Default for Limits {
             rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             burst: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
             concurrency: 8,
+            executing: default_executing(),
+            turn_wait: Duration::from_secs(5),
         }
     }
+}
+
+/// Half this host's cores, at least one: the default of `USAGE_API_ORG_EXECUTING`.
+pub fn default_executing() -> NonZeroU32 {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    NonZeroU32::new(u32::try_from(cores / 2).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// One organization's requests in this replica: how many are in flight, and the turns of those
+/// that run.
+struct Organization {
+    in_flight: u32,
+    turns: Arc<Semaphore>,
 }
 
 /// How often the rate limiter forgets organizations that have been quiet for a while.
@@ -47,7 +78,7 @@ const RETAIN_EVERY: u64 = 4096;
 pub struct Admission {
     limits: Limits,
     rate: DefaultKeyedRateLimiter<String>,
-    in_flight: Mutex<HashMap<String, u32>>,
+    in_flight: Mutex<HashMap<String, Organization>>,
     admitted: AtomicU64,
 }
 
@@ -88,32 +119,44 @@ impl Admission {
             });
         }
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let count = in_flight.entry(key.clone()).or_insert(0);
-        if *count >= self.limits.concurrency {
+        let executing = self.limits.executing.get();
+        let org = in_flight
+            .entry(key.clone())
+            .or_insert_with(|| Organization {
+                in_flight: 0,
+                turns: Arc::new(Semaphore::new(
+                    usize::try_from(executing).unwrap_or(usize::MAX),
+                )),
+            });
+        if org.in_flight >= self.limits.concurrency {
             return Err(Refusal {
                 reason: RefusalReason::Concurrency,
                 limit: self.limits.concurrency,
                 retry_after: Duration::from_secs(1),
             });
         }
-        *count += 1;
+        org.in_flight += 1;
         Ok(Ticket {
             admission: self.clone(),
+            turns: org.turns.clone(),
             organization: key,
+            turn: RefCell::new(None),
         })
     }
 
     /// Requests of `organization` in flight now.
     pub fn in_flight(&self, organization: &str) -> u32 {
         let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        in_flight.get(organization).copied().unwrap_or(0)
+        in_flight.get(organization).map_or(0, |org| org.in_flight)
     }
 
+    /// Every turn of an organization is held by a request with a ticket, so once its last
+    /// ticket is given back nothing refers to its entry any more.
     fn release(&self, organization: &str) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = in_flight.get_mut(organization) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+        if let Some(org) = in_flight.get_mut(organization) {
+            org.in_flight = org.in_flight.saturating_sub(1);
+            if org.in_flight == 0 {
                 in_flight.remove(organization);
             }
         }
@@ -121,10 +164,55 @@ impl Admission {
 }
 
 /// An admitted request's place among its organization's requests in flight, given back when
-/// dropped.
+/// dropped; and, once [`Ticket::wait_turn`] has returned, its turn to run.
 pub struct Ticket {
     admission: Arc<Admission>,
     organization: String,
+    turns: Arc<Semaphore>,
+    turn: RefCell<Option<Turn>>,
+}
+
+/// A request's turn among its organization's requests that run at once; the next waiting
+/// request runs when it is dropped.
+pub struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Ticket {
+    /// Waits until fewer than `USAGE_API_ORG_EXECUTING` of the organization's requests run
+    /// (first come, first served), then holds the turn until the ticket is dropped or
+    /// [`Ticket::take_turn`] takes it. Past [`Limits::turn_wait`], `429 rate_limited`.
+    pub async fn wait_turn(&self) -> Result<(), ApiError> {
+        let turns = self.turns.clone();
+        let permit = match turns.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics::counter!("usage_api_requests_queued_total").increment(1);
+                let limits = self.admission.limits;
+                match tokio::time::timeout(limits.turn_wait, turns.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    // Never closed: it lives as long as a ticket refers to it.
+                    Ok(Err(_)) => return Ok(()),
+                    Err(_) => {
+                        let reason = RefusalReason::Turn;
+                        metrics::counter!("usage_api_rate_limited_total", "reason" => reason.as_str())
+                            .increment(1);
+                        return Err(ApiError::RateLimited(Refusal {
+                            reason,
+                            limit: limits.executing.get(),
+                            retry_after: Duration::from_secs(1),
+                        }));
+                    }
+                }
+            }
+        };
+        *self.turn.borrow_mut() = Some(Turn(permit));
+        Ok(())
+    }
+
+    /// The request's turn, to be given back before the ticket is (a streaming export's, once
+    /// its first rows are read).
+    pub fn take_turn(&self) -> Option<Turn> {
+        self.turn.borrow_mut().take()
+    }
 }
 
 impl Drop for Ticket {
@@ -142,6 +230,8 @@ mod tests {
             rate: NonZeroU32::new(rate).unwrap(),
             burst: NonZeroU32::new(burst).unwrap(),
             concurrency,
+            executing: NonZeroU32::new(concurrency.max(1)).unwrap(),
+            turn_wait: Duration::from_secs(5),
         }
     }
 
@@ -184,5 +274,63 @@ mod tests {
             admission.in_flight.lock().unwrap().is_empty(),
             "no entry is left behind"
         );
+    }
+
+    #[tokio::test]
+    async fn admitted_requests_run_in_turns_first_come_first_served() {
+        let admission = Admission::new(Limits {
+            executing: NonZeroU32::new(1).unwrap(),
+            ..limits(1000, 1000, 8)
+        });
+        let soon = Duration::from_millis(100);
+        let first = admission.admit("a").unwrap();
+        first.wait_turn().await.unwrap();
+        let second = admission.admit("a").unwrap();
+        let third = admission.admit("a").unwrap();
+        let other = admission.admit("b").unwrap();
+        assert!(
+            tokio::time::timeout(soon, other.wait_turn()).await.is_ok(),
+            "another organization's request runs at once"
+        );
+        let mut second_turn = Box::pin(second.wait_turn());
+        assert!(
+            tokio::time::timeout(soon, &mut second_turn).await.is_err(),
+            "a second request ran beside the first"
+        );
+        let mut third_turn = Box::pin(third.wait_turn());
+        assert!(tokio::time::timeout(soon, &mut third_turn).await.is_err());
+        // The first request's turn given back (as a streaming export does), the one that came
+        // next runs, and the one after it still waits.
+        let turn = first.take_turn();
+        assert!(turn.is_some());
+        drop(turn);
+        assert!(tokio::time::timeout(soon, &mut second_turn).await.is_ok());
+        assert!(tokio::time::timeout(soon, &mut third_turn).await.is_err());
+        drop(second_turn);
+        drop(second);
+        assert!(tokio::time::timeout(soon, &mut third_turn).await.is_ok());
+        assert_eq!(admission.in_flight("a"), 2);
+        drop(third_turn);
+        drop((first, third, other));
+        assert!(admission.in_flight.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waits_too_long_for_its_turn_is_refused() {
+        let admission = Admission::new(Limits {
+            executing: NonZeroU32::new(1).unwrap(),
+            turn_wait: Duration::from_millis(50),
+            ..limits(1000, 1000, 8)
+        });
+        let first = admission.admit("a").unwrap();
+        first.wait_turn().await.unwrap();
+        let second = admission.admit("a").unwrap();
+        let Err(ApiError::RateLimited(refusal)) = second.wait_turn().await else {
+            panic!("the second request got a turn while the first held the only one")
+        };
+        assert_eq!(refusal.reason, RefusalReason::Turn);
+        assert_eq!(refusal.limit, 1);
+        drop(first);
+        assert!(second.wait_turn().await.is_ok());
     }
 }

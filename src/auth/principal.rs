@@ -80,8 +80,9 @@ impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
-    /// Verifies the token, then admits the request under its organization's limits: the
-    /// ticket stays in the request's extensions until the answer is sent.
+    /// Verifies the token, then admits the request under its organization's limits and waits
+    /// for its turn to run: the ticket stays in the request's extensions until the answer is
+    /// sent.
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let token = bearer_token(req);
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
@@ -106,6 +107,7 @@ impl FromRequest for Principal {
                     .clone()
                     .into_inner()
                     .admit(principal.organization_id.as_str())?;
+                ticket.wait_turn().await?;
                 req.extensions_mut().insert(std::rc::Rc::new(ticket));
             }
             Ok(principal)

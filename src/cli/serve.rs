@@ -77,6 +77,8 @@ fn limit(state: &mut AppState, db: &DatabaseArgs, http: &HttpArgs) -> anyhow::Re
         rate: positive(http.org_rate),
         burst: positive(http.org_burst),
         concurrency: http.org_concurrency,
+        executing: positive(http.org_executing),
+        turn_wait: std::time::Duration::from_millis(http.request_timeout_ms / 2),
     });
     state.request_timeout = std::time::Duration::from_millis(http.request_timeout_ms);
     state.cancel_primary = Some(Canceller::new(&db.database_url)?);

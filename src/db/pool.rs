@@ -1,5 +1,6 @@
 //! The async connection pool (diesel-async + deadpool). Every new connection gets a statement
-//! timeout so a runaway query cannot hold a connection forever, and learns the database epoch.
+//! timeout so a runaway query cannot hold a connection forever, a cap on the parallel workers
+//! one of its queries may start, and learns the database epoch.
 
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub struct PoolOptions {
     /// How long a request waits for a free connection before answering 503.
     pub wait_timeout: Duration,
     pub statement_timeout: Duration,
+    /// `max_parallel_workers_per_gather` of every connection. The server uses 0: one request's
+    /// query is one backend on one core, so an organization whose queries are heavy gets at most
+    /// its concurrency limit's worth of cores, never every core (bench/load.sh measures it).
+    pub parallel_workers: u16,
 }
 
 impl Default for PoolOptions {
@@ -27,21 +32,29 @@ impl Default for PoolOptions {
             max_size: 16,
             wait_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
+            parallel_workers: 0,
         }
     }
 }
 
 pub fn build(url: &str, options: &PoolOptions) -> anyhow::Result<DbPool> {
-    let statement_timeout_ms = options.statement_timeout.as_millis();
+    // Both are numbers of ours, never a request's text.
+    let settings = format!(
+        "SELECT set_config('statement_timeout', '{}', false), \
+                set_config('max_parallel_workers_per_gather', '{}', false)",
+        options.statement_timeout.as_millis(),
+        options.parallel_workers
+    );
     let mut config = ManagerConfig::default();
     // No `SELECT 1` before every checkout (a round trip per request): a connection that died
     // fails its next statement, which is a 503 the client retries, and the pool drops it.
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
+        let settings = settings.clone();
         Box::pin(async move {
             let mut conn = super::connect::establish(&url).await?;
-            diesel::sql_query(format!("SET statement_timeout = {statement_timeout_ms}"))
+            diesel::sql_query(settings)
                 .execute(&mut conn)
                 .await
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;

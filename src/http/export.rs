@@ -21,7 +21,7 @@ use diesel::{QueryResult, QueryableByName};
 use diesel_async::AsyncPgConnection;
 use flate2::write::GzEncoder;
 
-use crate::auth::admission::Ticket;
+use crate::auth::admission::{Ticket, Turn};
 use crate::db::pool::DbConn;
 use crate::error::FieldError;
 
@@ -107,11 +107,16 @@ pub struct Gone;
 pub struct Sink {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     gzip: Option<GzEncoder<Vec<u8>>>,
+    /// The request's turn among its organization's requests that run: given back with the
+    /// first rows, once the query's heavy part (a sort, a scan to the first match) is done.
+    /// The rest of the body goes at the client's pace.
+    turn: Option<Turn>,
 }
 
 impl Sink {
     /// Sends `bytes` (compressed when the client asked), waiting while the client is behind.
     pub async fn send(&mut self, bytes: Vec<u8>) -> Result<(), Gone> {
+        self.turn = None;
         let out = match &mut self.gzip {
             None => bytes,
             Some(encoder) => {
@@ -156,14 +161,15 @@ where
 {
     let gzip = gzip_accepted(req);
     let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    // The request's place among its organization's requests in flight is held until the last
+    // byte is sent, or the client goes away; its turn to run, until the first rows are read.
+    let ticket = req.extensions().get::<Rc<Ticket>>().cloned();
     let sink = Sink {
         tx,
         gzip: gzip.then(|| GzEncoder::new(Vec::new(), flate2::Compression::fast())),
+        turn: ticket.as_ref().and_then(|ticket| ticket.take_turn()),
     };
     tokio::spawn(produce(sink));
-    // The request's place among its organization's requests in flight is held until the last
-    // byte is sent, or the client goes away.
-    let ticket = req.extensions().get::<Rc<Ticket>>().cloned();
     let body = futures_util::stream::unfold((rx, ticket), |(mut rx, ticket)| async move {
         rx.recv().await.map(|item| (item, (rx, ticket)))
     });

@@ -287,6 +287,7 @@ async fn restarts_killed_backends_and_an_outage_under_load_lose_nothing_and_coun
             ("USAGE_API_ORG_RATE", "100000"),
             ("USAGE_API_ORG_BURST", "100000"),
             ("USAGE_API_ORG_CONCURRENCY", "1000"),
+            ("USAGE_API_ORG_EXECUTING", "1000"),
         ],
     )
     .await;

@@ -19,6 +19,8 @@ fn limits(rate: u32, burst: u32, concurrency: u32) -> Limits {
         rate: NonZeroU32::new(rate).unwrap(),
         burst: NonZeroU32::new(burst).unwrap(),
         concurrency,
+        executing: NonZeroU32::new(concurrency.max(1)).unwrap(),
+        turn_wait: Duration::from_secs(5),
     }
 }
 
@@ -147,6 +149,78 @@ async fn requests_in_flight_are_limited_per_organization_not_across_them() {
     assert_eq!(app.get(CATEGORIES, &token("org-a")).await.status, 200);
 }
 
+/// Sends a GET of `path` with `token` on a task of its own; its status when awaited.
+fn spawn_get(app: &TestApp, path: &str, token: String) -> actix_web::rt::task::JoinHandle<u16> {
+    let (client, url) = (app.client.clone(), format!("{}{path}", app.address));
+    actix_web::rt::spawn(async move {
+        client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+#[actix_web::test]
+async fn an_organizations_requests_run_in_turns_and_a_long_wait_is_refused() {
+    let app = TestApp::spawn_with(Options {
+        limits: Limits {
+            executing: NonZeroU32::new(1).unwrap(),
+            turn_wait: Duration::from_millis(1500),
+            ..limits(1000, 1000, 8)
+        },
+        ..Options::default()
+    })
+    .await;
+    let blocker = Blocker::hold(&app).await;
+    let first = spawn_get(&app, LIST, token("org-a"));
+    wait_for_waiting(&app, 1, Duration::from_secs(10)).await;
+    // org-a's second request is admitted but waits for its turn: it never reaches the
+    // database while the first runs.
+    let started = Instant::now();
+    let second = spawn_get(&app, LIST, token("org-a"));
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        waiting(&app).await,
+        1,
+        "org-a's second request ran beside its first"
+    );
+    // org-b's request runs at once.
+    let other = spawn_get(&app, LIST, token("org-b"));
+    wait_for_waiting(&app, 2, Duration::from_secs(10)).await;
+    // Past the wait for a turn, the second is refused rather than run too late to answer.
+    let refused = second.await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(refused, 429);
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let refused = app.get(LIST, &token("org-a")).await;
+    assert_eq!((refused.status, refused.code()), (429, "rate_limited"));
+    assert_eq!(refused.header("ratelimit-limit"), Some("1"));
+    assert!(refused.header("retry-after").is_some());
+    assert!(
+        refused.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("1 at a time"),
+        "{}",
+        refused.body
+    );
+    // One that waits while the first is released gets its turn and its answer.
+    let third = spawn_get(&app, LIST, token("org-a"));
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(waiting(&app).await, 2);
+    blocker.release().await;
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(other.await.unwrap(), 200);
+    assert_eq!(third.await.unwrap(), 200);
+}
+
 #[actix_web::test]
 async fn past_its_deadline_a_request_is_a_503_and_its_statement_is_cancelled() {
     let app = TestApp::spawn_with(Options {
@@ -209,4 +283,41 @@ async fn a_read_whose_client_went_away_has_its_statement_cancelled() {
     wait_for_waiting(&app, 0, Duration::from_secs(1)).await;
     blocker.release().await;
     assert_eq!(app.get(LIST, &token("org-a")).await.status, 200);
+}
+
+/// The server's connections start no parallel workers unless told to: one request's query is
+/// one backend, so an organization's heavy reads take at most its concurrency's worth of cores.
+#[actix_web::test]
+async fn server_connections_run_each_query_in_one_backend_unless_configured() {
+    use usage_api::db::{pool, PoolOptions};
+
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        workers: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        timeout: String,
+    }
+    let db = crate::support::db::TestDb::new().await;
+    for (workers, want) in [(None, "0"), (Some(3), "3")] {
+        let mut options = PoolOptions {
+            max_size: 1,
+            statement_timeout: Duration::from_millis(4321),
+            ..PoolOptions::default()
+        };
+        if let Some(workers) = workers {
+            options.parallel_workers = workers;
+        }
+        let pool = pool::build(&db.url, &options).unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let setting: Setting = diesel::sql_query(
+            "SELECT current_setting('max_parallel_workers_per_gather') AS workers, \
+                    current_setting('statement_timeout') AS timeout",
+        )
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(setting.workers, want);
+        assert_eq!(setting.timeout, "4321ms");
+    }
 }

@@ -468,7 +468,17 @@ async fn exporting(app: &TestApp) -> i64 {
 
 #[actix_web::test]
 async fn a_client_that_goes_away_mid_export_stops_the_database_work() {
-    let app = TestApp::spawn().await;
+    // One request of an organization runs at a time: an export gives its turn back once its
+    // first rows are read, so a slow reader does not hold the organization's other requests.
+    let app = TestApp::spawn_with(crate::support::Options {
+        limits: usage_api::auth::admission::Limits {
+            executing: std::num::NonZeroU32::MIN,
+            turn_wait: std::time::Duration::from_secs(1),
+            ..crate::support::Options::default().limits
+        },
+        ..crate::support::Options::default()
+    })
+    .await;
     app.accounts(&[("big", "org-big")]).await;
     // 200,000 events straight into the table (the export reads only usage_events).
     app.execute(
@@ -501,6 +511,8 @@ async fn a_client_that_goes_away_mid_export_stops_the_database_work() {
         1,
         "the export is not open while the client reads"
     );
+    let beside = app.get("/express/usage/month", &token("org-big")).await;
+    assert_eq!(beside.status, 200, "the export kept its turn: {}", beside.text);
     drop(response);
     let started = std::time::Instant::now();
     while exporting(&app).await > 0 {

@@ -144,6 +144,8 @@ impl Default for Options {
                 rate: NonZeroU32::new(1_000_000).unwrap(),
                 burst: NonZeroU32::new(1_000_000).unwrap(),
                 concurrency: 100_000,
+                executing: NonZeroU32::new(100_000).unwrap(),
+                turn_wait: Duration::from_secs(15),
             },
             request_timeout: Duration::from_secs(30),
         }
