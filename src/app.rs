@@ -9,8 +9,7 @@ use diesel_async::AsyncPgConnection;
 
 use crate::auth::admission::{Admission, Limits};
 use crate::auth::Verifier;
-use crate::db::cancel::{self, Canceller};
-use crate::db::pool::DbConn;
+use crate::db::cancel::{Canceller, Checkout};
 use crate::db::DbPool;
 use crate::error::ApiError;
 use crate::usage::read::cache::ReadCache;
@@ -111,21 +110,19 @@ impl AppState {
 
     /// A connection of the primary for this request: its statements are cancelled if the
     /// request outlives its deadline.
-    pub async fn primary(&self) -> Result<DbConn, ApiError> {
+    pub async fn primary(&self) -> Result<Checkout, ApiError> {
         let conn = self.pool.get().await?;
-        cancel::register(&conn, self.cancel_primary.as_ref());
-        Ok(conn)
+        Ok(Checkout::register(conn, self.cancel_primary.as_ref()))
     }
 
     /// A connection of the read API's pool for this request, as [`AppState::primary`].
-    pub async fn replica(&self) -> Result<DbConn, ApiError> {
+    pub async fn replica(&self) -> Result<Checkout, ApiError> {
         let conn = self.reads().get().await?;
         let cancel = match self.read_pool {
             Some(_) => self.cancel_read.as_ref(),
             None => self.cancel_primary.as_ref(),
         };
-        cancel::register(&conn, cancel);
-        Ok(conn)
+        Ok(Checkout::register(conn, cancel))
     }
 
     /// The key for position tokens (shared by every replica through the database), read on

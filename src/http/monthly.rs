@@ -281,7 +281,13 @@ pub async fn list(
             organization: principal.organization_id.clone(),
             query: params.query,
         };
-        return Ok(export::stream(&req, format, "usage-month", conn, source));
+        return Ok(export::stream(
+            &req,
+            format,
+            "usage-month",
+            conn.into_inner(),
+            source,
+        ));
     }
     let key = state.cursor_key(&mut conn).await?.to_vec();
     let seek = params.seek(&key, organization)?;

@@ -321,3 +321,67 @@ async fn server_connections_run_each_query_in_one_backend_unless_configured() {
         assert_eq!(setting.timeout, "4321ms");
     }
 }
+
+/// A request's deadline cancels the statements of the connections it holds, never one it gave
+/// back to the pool: by then that connection may run another request's statement (seen under
+/// load as other organizations' requests failing: `bench/load.sh`).
+#[actix_web::test]
+async fn a_deadline_never_cancels_a_connection_its_request_gave_back() {
+    use std::sync::Arc;
+    use usage_api::db::cancel::{Canceller, Checkout, Checkouts, CHECKOUTS};
+    use usage_api::db::{pool, PoolOptions};
+
+    let db = crate::support::db::TestDb::new().await;
+    let pool = pool::build(
+        &db.url,
+        &PoolOptions {
+            max_size: 1,
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    let canceller = Canceller::new(&db.url).unwrap();
+    let checkout = |checkouts: Arc<Checkouts>| {
+        let (pool, canceller) = (pool.clone(), canceller.clone());
+        CHECKOUTS.scope(checkouts, async move {
+            Checkout::register(pool.get().await.unwrap(), Some(&canceller))
+        })
+    };
+    // The first request uses the pool's one connection, and gives it back.
+    let first = Arc::new(Checkouts::default());
+    let conn = checkout(first.clone()).await;
+    assert_eq!(first.len(), 1);
+    drop(conn);
+    assert!(
+        first.is_empty(),
+        "a connection given back is still the request's"
+    );
+    // The second request runs a statement on that same connection while the first one's
+    // deadline passes: the statement is not the first request's to cancel.
+    let second = Arc::new(Checkouts::default());
+    let mut conn = checkout(second.clone()).await;
+    let after = |ms| actix_web::rt::time::sleep(Duration::from_millis(ms));
+    let (slept, ()) = tokio::join!(
+        diesel::sql_query("SELECT pg_sleep(0.6)").execute(&mut *conn),
+        async {
+            after(150).await;
+            first.cancel_all().await;
+        }
+    );
+    assert!(
+        slept.is_ok(),
+        "another request's statement was cancelled: {slept:?}"
+    );
+    // The second request's own deadline stops it.
+    let started = Instant::now();
+    let (slept, ()) = tokio::join!(
+        diesel::sql_query("SELECT pg_sleep(5)").execute(&mut *conn),
+        async {
+            after(150).await;
+            second.cancel_all().await;
+        }
+    );
+    let err = slept.unwrap_err().to_string();
+    assert!(err.contains("canceling statement"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -512,7 +512,11 @@ async fn a_client_that_goes_away_mid_export_stops_the_database_work() {
         "the export is not open while the client reads"
     );
     let beside = app.get("/express/usage/month", &token("org-big")).await;
-    assert_eq!(beside.status, 200, "the export kept its turn: {}", beside.text);
+    assert_eq!(
+        beside.status, 200,
+        "the export kept its turn: {}",
+        beside.text
+    );
     drop(response);
     let started = std::time::Instant::now();
     while exporting(&app).await > 0 {

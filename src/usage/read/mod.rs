@@ -388,9 +388,10 @@ pub async fn declare_export(
 
 /// `list`, run to completion in a task of its own even if the caller stops waiting (a client
 /// that went away): the pipelined path sends `BEGIN` and `COMMIT` itself, and a connection must
-/// never go back to the pool with a transaction still open. Takes everything it needs by value.
+/// never go back to the pool with a transaction still open. Takes everything it needs by value;
+/// the request's deadline may still cancel its statements until it ends.
 pub async fn list_to_completion(
-    mut conn: crate::db::pool::DbConn,
+    mut conn: crate::db::cancel::Checkout,
     organization: OrganizationId,
     query: ListRequest,
     seek: Option<Seek>,
