@@ -70,6 +70,15 @@ pub async fn upsert(
                 .await?;
         }
         let moving = moving(conn, batch).await?;
+        // Every organization the batch changes (each chunk of accounts bumps its own, and a
+        // move changes both sides' aggregates) is locked first, all at once, in the rollup's
+        // order: a rollup at work on some of them never deadlocks with the import.
+        let mut involved: Vec<&str> = organizations.clone();
+        involved.extend(moving.iter().map(|(_, from)| from.as_str()));
+        involved.sort_unstable();
+        involved.dedup();
+        super::rollup::lock_organizations(conn, &involved).await?;
+        let moving: Vec<&NewAccount> = moving.into_iter().map(|(account, _)| account).collect();
         for account in &moving {
             refuse_collisions(conn, account).await?;
         }
@@ -95,25 +104,27 @@ pub async fn upsert(
     .await
 }
 
-/// The accounts of `batch` that exist in another organization (locked until the transaction
-/// ends, so that they cannot move meanwhile).
+/// The accounts of `batch` that exist in another organization, with that organization (locked,
+/// in id order, until the transaction ends, so that they cannot move meanwhile).
 async fn moving<'a>(
     conn: &mut AsyncPgConnection,
     batch: &'a [NewAccount],
-) -> QueryResult<Vec<&'a NewAccount>> {
+) -> QueryResult<Vec<(&'a NewAccount, String)>> {
     let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
     let current: Vec<(String, String)> = accounts::table
         .filter(accounts::id.eq_any(&ids))
         .select((accounts::id, accounts::organization_id))
+        .order(accounts::id)
         .for_update()
         .load(conn)
         .await?;
     Ok(batch
         .iter()
-        .filter(|a| {
+        .filter_map(|a| {
             current
                 .iter()
-                .any(|(id, org)| *id == a.id && *org != a.organization_id)
+                .find(|(id, org)| *id == a.id && *org != a.organization_id)
+                .map(|(_, org)| (a, org.clone()))
         })
         .collect())
 }

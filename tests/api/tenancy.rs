@@ -1,6 +1,8 @@
 //! Tenant isolation of the write path: event ids, voids and `Idempotency-Key`s are per
 //! organization; an account's move takes its ids along (or is refused); races answer cleanly.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::support::tokens::{token, writer};
@@ -290,4 +292,71 @@ async fn an_expired_idempotency_key_is_free_again_and_deleted() {
             .unwrap();
     assert_eq!(deleted, 1);
     assert_eq!(app.count("SELECT count(*) FROM idempotency_keys").await, 0);
+}
+
+/// An accounts import and a rollup at work take their organizations' locks in one order (all
+/// at once, in id order, as `rollup::lock_organizations` does). Before, each chunk of 1,000
+/// accounts locked its own organizations as it was written: an import whose first chunk held
+/// org-c while it waited for org-b deadlocked with a rollup holding org-b and waiting for org-c.
+#[actix_web::test]
+async fn an_accounts_import_and_a_rollup_at_work_never_deadlock() {
+    use diesel_async::RunQueryDsl;
+
+    let app = TestApp::spawn().await;
+    let mut rows = String::from("id,organization_id,name\n");
+    for n in 0..1000 {
+        rows.push_str(&format!("c{n:04},org-c,\n"));
+    }
+    rows.push_str("b1,org-b,\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("accounts.csv");
+    std::fs::write(&file, &rows).unwrap();
+    let first = app.run(&["accounts", "import", file.to_str().unwrap()], None);
+    assert!(first.status.success(), "{first:?}");
+    // A rollup at work on org-b holds its lock…
+    let mut rollup = app.conn().await;
+    for sql in [
+        "BEGIN",
+        "SET LOCAL lock_timeout = '5s'",
+        "SELECT id FROM organizations WHERE id = 'org-b' FOR UPDATE",
+    ] {
+        diesel::sql_query(sql).execute(&mut rollup).await.unwrap();
+    }
+    // …when the same file is imported again (every account is updated), and waits.
+    let url = app.db.url.clone();
+    let import = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_usage-api"))
+            .args(["accounts", "import", file.to_str().unwrap()])
+            .env("DATABASE_URL", url)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    });
+    let waits = "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = current_setting('application_name') \
+                   AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()";
+    let started = std::time::Instant::now();
+    while app.count(waits).await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the import never waited"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The rollup goes on to its next organization: the import holds none while it waits.
+    diesel::sql_query("SELECT id FROM organizations WHERE id = 'org-c' FOR UPDATE")
+        .execute(&mut rollup)
+        .await
+        .expect("the rollup waited for the import");
+    diesel::sql_query("COMMIT")
+        .execute(&mut rollup)
+        .await
+        .unwrap();
+    let second = import.join().unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM accounts WHERE organization_id = 'org-c'")
+            .await,
+        1000
+    );
 }

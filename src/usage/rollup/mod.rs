@@ -211,13 +211,9 @@ async fn run_pending_as(
         .transaction(async |conn| {
             unbounded(conn).await?;
             diesel::sql_query(LOCK_TIMEOUT).execute(conn).await?;
-            diesel::sql_query(
-                "SELECT pg_advisory_xact_lock_shared($1, hashtext(current_schema()))",
-            )
-            .bind::<diesel::sql_types::Integer, _>(ROLLUP_LOCK)
-            .execute(conn)
-            .await?;
-            lock_organizations(conn, &marks).await?;
+            let organizations: Vec<&str> =
+                marks.iter().map(|m| m.organization_id.as_str()).collect();
+            lock_organizations(conn, &organizations).await?;
             let mut stats = recompute(conn, &marks).await?;
             stats.fired = fire(conn, &marks).await?;
             finish(conn, &marks, Some(owner)).await?;
@@ -301,18 +297,23 @@ async fn fire(conn: &mut AsyncPgConnection, marks: &[Mark]) -> diesel::QueryResu
     triggers::evaluate(conn, &touched).await
 }
 
-/// Locks the organizations of `marks`, in id order, before any of their aggregates: every
-/// statement that changes aggregates bumps its organizations' data version (a row lock held to
-/// the commit), so a worker that locked its totals rows first and its organization last could
-/// wait for one that did the opposite on its next month. `FOR UPDATE`, the mode of that bump
+/// The locks every transaction that changes aggregates (an incremental rollup, an account's
+/// move) takes before any of them, in this order: the rollup's advisory lock, shared (a full
+/// rebuild takes it alone), then `organizations` in id order. Every statement that changes
+/// aggregates bumps its organizations' data version (a row lock held to the commit), so a
+/// writer that locked aggregate rows first and their organization last could wait for one that
+/// did the opposite: a deadlock. `FOR UPDATE`, the mode of that bump
 /// (organizations_bump_data_version), so that the bump never has to upgrade the lock.
-async fn lock_organizations(
+pub async fn lock_organizations(
     conn: &mut AsyncPgConnection,
-    marks: &[Mark],
+    organizations: &[&str],
 ) -> diesel::QueryResult<()> {
-    let organizations: Vec<&str> = marks.iter().map(|m| m.organization_id.as_str()).collect();
+    diesel::sql_query("SELECT pg_advisory_xact_lock_shared($1, hashtext(current_schema()))")
+        .bind::<diesel::sql_types::Integer, _>(ROLLUP_LOCK)
+        .execute(conn)
+        .await?;
     diesel::sql_query("SELECT id FROM organizations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind::<Array<Text>, _>(&organizations)
+        .bind::<Array<Text>, _>(organizations)
         .execute(conn)
         .await
         .map(|_| ())
