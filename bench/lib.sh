@@ -17,6 +17,34 @@ to_ms() {
         printf "%.2f", n }'
 }
 
+# psql without ~/.psqlrc, quiet, stopping at the first error.
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# bench_args ARG…: the script's arguments; there are none but -h/--help, which prints the
+# script's header comment (settings are environment variables).
+bench_args() {
+    local arg
+    for arg in "$@"; do
+        case $arg in
+            -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+            *) die "unknown argument '$arg' (settings are environment variables; see --help)" ;;
+        esac
+    done
+}
+
+# release_binary: BIN made absolute when given, else the release build of this checkout
+# (cargo build --release; ROOT is the checkout).
+release_binary() {
+    if [[ -n ${BIN:-} ]]; then
+        [[ -x $BIN ]] || die "BIN=$BIN is not an executable"
+        BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+    else
+        step "build (cargo build --release)"
+        cargo build --release --quiet
+        BIN=$ROOT/target/release/usage-api
+    fi
+}
+
 # need_tools COMMAND…: installs the Debian packages of the missing ones (apt-get).
 need_tools() {
     local missing=() tool package
@@ -34,6 +62,19 @@ need_tools() {
         || die "could not install ${missing[*]}; install them and run again"
 }
 
+# await_ready PID BASE LOG: waits (30 s at most) until the server PID answers BASE/health/ready;
+# dies with the end of its LOG when it exits first or is not ready by then.
+await_ready() {
+    local pid=$1 base=$2 log=$3
+    for _ in $(seq 1 300); do
+        curl -sf -o /dev/null "$base/health/ready" && return 0
+        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log" >&2; die "the server exited at startup (log: $log)"; }
+        sleep 0.1
+    done
+    tail -n 20 "$log" >&2
+    die "the server is not ready after 30 s (log: $log)"
+}
+
 # start_server DB PORT POOL LOG: `$BIN serve` on 127.0.0.1:PORT against DB (no rollup worker, no
 # backtraces), stopped when the script exits; waits until it is ready. Sets $server (its pid).
 start_server() {
@@ -43,11 +84,7 @@ start_server() {
     env -u RUST_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$db" \
         "$BIN" serve --bind "127.0.0.1:$port" --db-pool-size "$pool" >"$log" 2>&1 &
     server=$!
-    for _ in $(seq 1 300); do
-        curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready" && return 0
-        sleep 0.1
-    done
-    die "the server is not ready (log: $log)"
+    await_ready "$server" "http://127.0.0.1:$port" "$log"
 }
 
 # wrk_p50 NAME URL TOKEN: a 2 s warm-up, then wrk -t2 -c$CONNECTIONS -d$DURATION s with a bearer

@@ -67,14 +67,8 @@ export OAUTH_DEV_SECRET=bench-secret-bench-secret-bench-secret
 export PGAPPNAME=bench-load LOAD_DIR=$ROOT/bench/load
 
 source "$ROOT/bench/lib.sh"
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
-for arg in "$@"; do
-    case $arg in
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$arg' (settings are environment variables; see --help)" ;;
-    esac
-done
+bench_args "$@"
 for var in DURATION QUIET_ORGS QUIET_CONNECTIONS NOISY_CONNECTIONS INGEST_BATCH; do
     [[ ${!var} =~ ^[0-9]+$ && ${!var} -gt 0 ]] || die "$var must be a positive integer"
 done
@@ -84,17 +78,11 @@ done
 ((QUIET_ORGS <= 999)) || die "QUIET_ORGS must be at most 999 (small-1000 takes the ingest)"
 
 need_tools wrk psql jq curl
-if [[ -n ${BIN:-} ]]; then
-    [[ -x $BIN ]] || die "BIN=$BIN is not an executable"
-    BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-else
-    step "build (cargo build --release)"
-    cargo build --release --quiet
-    BIN=$ROOT/target/release/usage-api
-fi
+release_binary
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || commit="$commit+changes"
 mkdir -p "$WORK"
+rm -f "$WORK"/warmup-*.txt "$WORK"/quiet-*.txt "$WORK"/mixed-*.txt
 
 step "dataset (bench/read.sh's, copied)"
 DATASET_ONLY=1 BIN=$BIN bench/read.sh | sed 's/^/  read.sh: /'
@@ -119,12 +107,7 @@ env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE -u USAGE_API_ORG_RATE -u USAGE_API_O
     -u USAGE_API_ROLLUP_INTERVAL_MS DATABASE_URL="$DB" \
     "$BIN" serve --bind "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
 server=$!
-for _ in $(seq 1 300); do
-    curl -sf -o /dev/null "$BASE/health/ready" && break
-    kill -0 "$server" 2>/dev/null || { tail -n 20 "$WORK/server.log" >&2; die "the server exited at startup"; }
-    sleep 0.1
-done
-curl -sf -o /dev/null "$BASE/health/ready" || die "the server is not ready after 30 s ($WORK/server.log)"
+await_ready "$server" "$BASE" "$WORK/server.log"
 rss_max=0
 rss_sample() {
     local r

@@ -56,7 +56,6 @@ export OAUTH_DEV_SECRET=bench-secret-bench-secret-bench-secret
 export PGAPPNAME=bench-read
 
 source "$ROOT/bench/lib.sh"
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 # fmt_rate N: 1234 / 56.7 / 8.91, enough digits for a rate of any size.
 fmt_rate() { awk -v n="$1" 'BEGIN { printf (n >= 100 ? "%.0f" : (n >= 10 ? "%.1f" : "%.2f")), n }'; }
 join_by() {
@@ -68,12 +67,7 @@ join_by() {
     printf '%s' "$out"
 }
 
-for arg in "$@"; do
-    case $arg in
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument '$arg' (settings are environment variables; see --help)" ;;
-    esac
-done
+bench_args "$@"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "DURATION must be a positive integer (seconds)"
 [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -gt 0 ]] || die "CONNECTIONS must be a positive integer"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be an integer (seconds)"
@@ -81,14 +75,7 @@ done
 # --- tools --------------------------------------------------------------------------------------
 need_tools wrk pgbench psql jq curl
 
-if [[ -n ${BIN:-} ]]; then
-    [[ -x $BIN ]] || die "BIN=$BIN is not an executable"
-    BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-else
-    step "build (cargo build --release)"
-    cargo build --release --quiet
-    BIN=$ROOT/target/release/usage-api
-fi
+release_binary
 # The commit the binary was built from, when it lies in a git tree (target/ inside a checkout).
 if commit=$(git -C "$(dirname "$BIN")" rev-parse --short HEAD 2>/dev/null); then
     [[ -z $(git -C "$(dirname "$BIN")" status --porcelain --untracked-files=no 2>/dev/null) ]] || commit="$commit+changes"
@@ -242,12 +229,7 @@ curl -s -o /dev/null "$BASE/health/live" && die "something already listens on po
 env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$DB" \
     "$BIN" serve --bind "127.0.0.1:$PORT" --db-pool-size "$POOL" >"$WORK/server.log" 2>&1 &
 server=$!
-for _ in $(seq 1 300); do
-    curl -sf -o /dev/null "$BASE/health/ready" && break
-    kill -0 "$server" 2>/dev/null || { tail -n 20 "$WORK/server.log" >&2; die "the server exited at startup"; }
-    sleep 0.1
-done
-curl -sf -o /dev/null "$BASE/health/ready" || { tail -n 20 "$WORK/server.log" >&2; die "the server is not ready after 30 s"; }
+await_ready "$server" "$BASE" "$WORK/server.log"
 say "usage-api serve (pid $server, pool $POOL) ready on $BASE; log: ${WORK#"$ROOT"/}/server.log"
 rss_kb() { local r; r=$(ps -o rss= -p "$server" 2>/dev/null | tr -d ' ' || true); echo "${r:-0}"; }
 rss_idle_kb=$(rss_kb)

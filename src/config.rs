@@ -42,6 +42,12 @@ use crate::db::PoolOptions;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost/usage_api";
 
+/// Half this host's cores, at least one: the default of `USAGE_API_ORG_EXECUTING`.
+pub fn default_org_executing() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    u32::try_from(cores / 2).unwrap_or(u32::MAX).max(1)
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL.
@@ -94,7 +100,7 @@ pub struct HttpArgs {
     pub org_concurrency: u32,
     /// Of those, requests that run at once; the others wait their turn, first come first
     /// served, within their deadline. Default: half this host's cores, at least 1.
-    #[arg(long, env = "USAGE_API_ORG_EXECUTING", default_value_t = crate::auth::admission::default_executing().get(), value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "USAGE_API_ORG_EXECUTING", default_value_t = default_org_executing(), value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub org_executing: u32,
     /// A request's deadline, in milliseconds: past it, `503` and its statements are cancelled.
     #[arg(long, env = "USAGE_API_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]

@@ -53,16 +53,11 @@ impl Default for Limits {
             rate: NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN),
             burst: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
             concurrency: 8,
-            executing: default_executing(),
+            executing: NonZeroU32::new(crate::config::default_org_executing())
+                .unwrap_or(NonZeroU32::MIN),
             turn_wait: Duration::from_secs(5),
         }
     }
-}
-
-/// Half this host's cores, at least one: the default of `USAGE_API_ORG_EXECUTING`.
-pub fn default_executing() -> NonZeroU32 {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    NonZeroU32::new(u32::try_from(cores / 2).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
 }
 
 /// One organization's requests in this replica: how many are in flight, and the turns of those

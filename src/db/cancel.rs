@@ -7,7 +7,10 @@
 //! request's deadline (`http::deadline`) sets around its handler, each for as long as the
 //! request holds it (a [`Checkout`]); [`Checkouts::cancel_all`] sends a cancel for each while
 //! the handler still holds them. A connection the request has given back is forgotten at once:
-//! it may be running another request's statement by then, which a cancel must never reach.
+//! it may be running another request's statement by then, which a cancel must never reach. And
+//! a connection that was sent a cancel is closed when given back, not pooled: Postgres may act
+//! on the cancel after the statement it was meant for (stopping the next one), and what it
+//! interrupted may have left a transaction open.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
@@ -53,7 +56,8 @@ tokio::task_local! {
     pub static CHECKOUTS: Arc<Checkouts>;
 }
 
-/// The cancel tokens of the connections one request holds, by checkout number.
+/// The cancel tokens of the connections one request holds, by checkout number, and which of
+/// them were sent a cancel.
 #[derive(Default)]
 pub struct Checkouts {
     held: Mutex<Held>,
@@ -63,6 +67,7 @@ pub struct Checkouts {
 struct Held {
     next: u64,
     tokens: Vec<(u64, CancelToken, Canceller)>,
+    cancelled: Vec<u64>,
 }
 
 impl Checkouts {
@@ -71,17 +76,24 @@ impl Checkouts {
     }
 
     /// Cancels whatever the request's connections are running, and returns once every cancel
-    /// request has been delivered: only then may those connections go back to the pool (a
-    /// cancel that arrived later would stop another request's statement).
+    /// request has been delivered. Those connections are closed when the request gives them
+    /// back, never reused: Postgres acts on a cancel request when the backend gets to it, which
+    /// may be after the statement it was meant for has ended (then it would stop the next one,
+    /// another request's), and a transaction it interrupted may be left open.
     pub async fn cancel_all(&self) {
-        let tokens = std::mem::take(&mut self.held().tokens);
+        let tokens = {
+            let mut held = self.held();
+            let tokens = std::mem::take(&mut held.tokens);
+            held.cancelled.extend(tokens.iter().map(|(id, _, _)| *id));
+            tokens
+        };
         let cancels = tokens
             .into_iter()
             .map(|(_, token, canceller)| async move { canceller.cancel(token).await });
         futures_util::future::join_all(cancels).await;
     }
 
-    /// Connections the request holds now.
+    /// Connections the request holds now, not cancelled.
     pub fn len(&self) -> usize {
         self.held().tokens.len()
     }
@@ -89,26 +101,26 @@ impl Checkouts {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets checkout `id`; whether it was sent a cancel.
+    fn forget(&self, id: u64) -> bool {
+        let mut held = self.held();
+        held.tokens.retain(|(held, _, _)| *held != id);
+        let cancelled = held.cancelled.contains(&id);
+        held.cancelled.retain(|held| *held != id);
+        cancelled
+    }
 }
 
 /// A pooled connection checked out by the current request: the request's deadline may cancel
-/// its statement until it goes back to the pool (dropped, or handed on by
-/// [`Checkout::into_inner`]). Derefs to the connection.
+/// its statement while it holds it. Given back (dropped), it leaves the request's
+/// [`Checkouts`] first, so that no later cancel can reach it in another request's hands; and if
+/// it was sent a cancel, it is closed instead of going back to the pool. Derefs to the
+/// connection.
 pub struct Checkout {
-    // Dropped before `conn`: forgotten by the request before the pool can hand it to another.
-    registration: Registration,
-    conn: DbConn,
-}
-
-/// A checkout's entry in its request's [`Checkouts`], removed when dropped.
-struct Registration(Option<(Arc<Checkouts>, u64)>);
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Some((checkouts, id)) = self.0.take() {
-            checkouts.held().tokens.retain(|(held, _, _)| *held != id);
-        }
-    }
+    registration: Option<(Arc<Checkouts>, u64)>,
+    /// `Some` until dropped.
+    conn: Option<DbConn>,
 }
 
 impl Checkout {
@@ -128,17 +140,30 @@ impl Checkout {
                 .ok()
         });
         Checkout {
-            registration: Registration(registration),
-            conn,
+            registration,
+            conn: Some(conn),
         }
     }
 
-    /// The connection, no longer the request's to cancel: for work that outlives the handler
-    /// (a streaming export, bounded by its own progress rather than the deadline).
-    pub fn into_inner(self) -> DbConn {
-        let Checkout { registration, conn } = self;
-        drop(registration);
-        conn
+    fn conn(&self) -> &DbConn {
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a checkout holds its connection until it is dropped"),
+        }
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some((checkouts, id)) = self.registration.take() else {
+            return;
+        };
+        if checkouts.forget(id) {
+            if let Some(conn) = self.conn.take() {
+                metrics::counter!("usage_api_db_connections_discarded_total").increment(1);
+                drop(deadpool::managed::Object::take(conn));
+            }
+        }
     }
 }
 
@@ -146,12 +171,15 @@ impl Deref for Checkout {
     type Target = AsyncPgConnection;
 
     fn deref(&self) -> &AsyncPgConnection {
-        &self.conn
+        self.conn()
     }
 }
 
 impl DerefMut for Checkout {
     fn deref_mut(&mut self) -> &mut AsyncPgConnection {
-        &mut self.conn
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a checkout holds its connection until it is dropped"),
+        }
     }
 }

@@ -22,7 +22,7 @@ use diesel_async::AsyncPgConnection;
 use flate2::write::GzEncoder;
 
 use crate::auth::admission::{Ticket, Turn};
-use crate::db::pool::DbConn;
+use crate::db::cancel::Checkout;
 use crate::error::FieldError;
 
 /// Chunks produced ahead of the client.
@@ -238,7 +238,7 @@ pub fn stream<S: Source>(
     req: &HttpRequest,
     format: Format,
     name: &str,
-    conn: DbConn,
+    conn: Checkout,
     source: S,
 ) -> HttpResponse {
     respond(req, format, name, move |sink| {
@@ -258,7 +258,7 @@ enum Batch<R> {
 /// written. A client that goes away ends the writer, then the reader (at its next hand-over),
 /// then the transaction and the cursor with it. A body that stops without its end is a broken
 /// transfer, never a short file that looks whole.
-async fn produce<S: Source>(mut conn: DbConn, source: S, format: Format, sink: Sink) {
+async fn produce<S: Source>(mut conn: Checkout, source: S, format: Format, sink: Sink) {
     let (batches, mut received) = tokio::sync::mpsc::channel::<Batch<S::Row>>(1);
     let writer = {
         tokio::spawn(async move {

@@ -10,6 +10,7 @@ use super::export;
 use super::hal::{Cursors, LinkParams, UsagePage, UsageRecord, HAL_JSON};
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
+use crate::db::cancel::Checkout;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::digest;
 use crate::usage::model::{Month, OrganizationId};
@@ -264,30 +265,7 @@ pub async fn list(
     if let Some(format) = export::negotiate(params.format.as_deref(), &req)
         .map_err(|field| ApiError::InvalidParameter(vec![field]))?
     {
-        let filter = params.query.filter.as_ref();
-        let foreign = read::export_check(
-            &mut conn,
-            &principal.organization_id,
-            filter,
-            &state.read_cache,
-        )
-        .await?;
-        if !foreign.is_empty() {
-            return Err(ApiError::ForbiddenAccounts(
-                foreign.iter().map(ToString::to_string).collect(),
-            ));
-        }
-        let source = Export {
-            organization: principal.organization_id.clone(),
-            query: params.query,
-        };
-        return Ok(export::stream(
-            &req,
-            format,
-            "usage-month",
-            conn.into_inner(),
-            source,
-        ));
+        return export_list(&req, format, &principal, params.query, conn, &state).await;
     }
     let key = state.cursor_key(&mut conn).await?.to_vec();
     let seek = params.seek(&key, organization)?;
@@ -313,6 +291,30 @@ pub async fn list(
         read::Listed::NotModified(version) => Ok(not_modified(&tagger.tag(&version))),
         read::Listed::Page(found, _) => page(&params, &tagger, organization, &key, &found, &state),
     }
+}
+
+/// The whole list of `query` streamed in `format`, after the 403 rule.
+async fn export_list(
+    req: &HttpRequest,
+    format: export::Format,
+    principal: &Principal,
+    query: read::ListRequest,
+    mut conn: Checkout,
+    state: &AppState,
+) -> ApiResult<HttpResponse> {
+    let organization = &principal.organization_id;
+    let filter = query.filter.as_ref();
+    let foreign = read::export_check(&mut conn, organization, filter, &state.read_cache).await?;
+    if !foreign.is_empty() {
+        return Err(ApiError::ForbiddenAccounts(
+            foreign.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    let source = Export {
+        organization: organization.clone(),
+        query,
+    };
+    Ok(export::stream(req, format, "usage-month", conn, source))
 }
 
 /// The HAL page for `found`, with its links, position tokens and validators.

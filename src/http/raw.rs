@@ -377,13 +377,7 @@ pub async fn list(
     }
     if let Some(format) = format {
         let source = Export(params.query.clone());
-        return Ok(export::stream(
-            &req,
-            format,
-            "usage-events",
-            conn.into_inner(),
-            source,
-        ));
+        return Ok(export::stream(&req, format, "usage-events", conn, source));
     }
     page(&mut conn, &params, &state).await
 }

@@ -384,4 +384,31 @@ async fn a_deadline_never_cancels_a_connection_its_request_gave_back() {
     let err = slept.unwrap_err().to_string();
     assert!(err.contains("canceling statement"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    // A connection that was sent a cancel is closed when given back, never handed out again: a
+    // cancel Postgres gets to late could stop its next statement, another request's.
+    let cancelled = backend(&mut conn).await;
+    drop(conn);
+    let mut next = checkout(Arc::new(Checkouts::default())).await;
+    assert_ne!(backend(&mut next).await, cancelled);
+    drop(next);
+    // One that was not is reused.
+    let mut again = checkout(Arc::new(Checkouts::default())).await;
+    let kept = backend(&mut again).await;
+    drop(again);
+    let mut same = checkout(Arc::new(Checkouts::default())).await;
+    assert_eq!(backend(&mut same).await, kept);
+}
+
+/// The backend process of `conn`.
+async fn backend(conn: &mut AsyncPgConnection) -> i32 {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let row: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result(conn)
+        .await
+        .unwrap();
+    row.pid
 }

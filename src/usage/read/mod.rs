@@ -540,8 +540,9 @@ async fn speculate(
             Ok(None)
         }
         Err(err) => {
-            // The connection may be unusable (its error is the one to report); the pool checks
-            // connections before handing them out again.
+            // The first error is the one to report. A ROLLBACK fails only on a connection that
+            // is closed (the pool drops it) or was sent a cancel (its request's `Checkout`
+            // closes it): neither goes back to the pool with this transaction open.
             let _ = end.batch_execute("ROLLBACK").await;
             Err(err)
         }
