@@ -9,7 +9,8 @@ use crate::usage::rollup;
 pub struct RollupArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
-    /// Rebuild every aggregate from all events instead of only the groups marked dirty.
+    /// Rebuild every aggregate from all events instead of only the groups marked dirty (a plain
+    /// run does so by itself when most groups are dirty, as after a bulk load).
     #[arg(long)]
     pub full: bool,
 }
@@ -19,7 +20,11 @@ pub async fn run(args: RollupArgs) -> anyhow::Result<()> {
     let stats = if args.full {
         rollup::run_full(&mut conn).await?
     } else {
-        rollup::run_until_clean(&mut conn).await?
+        let (strategy, stats) = rollup::run_sized(&mut conn, rollup::SET_BASED_MIN_MARKS).await?;
+        if strategy == rollup::Strategy::SetBased {
+            eprintln!("most groups were dirty: one set-based pass over every event");
+        }
+        stats
     };
     println!(
         "aggregates: {}, changed: {}, removed: {}",

@@ -54,6 +54,54 @@ async fn org_a() -> TestApp {
     app
 }
 
+/// `usage-api rollup` takes the set-based pass when most groups are dirty (a bulk load), and
+/// batches when few are; either way the rows and ids are the same.
+#[actix_web::test]
+async fn a_sized_run_chooses_the_set_based_pass_only_when_most_groups_are_dirty() {
+    use usage_api::usage::rollup::{run_sized, Strategy};
+
+    let app = org_a().await;
+    app.insert(&spread("first", 300)).await;
+    // 72 dirty groups, none rolled up yet: the set-based pass (with the threshold lowered to
+    // this test's size), and a second run finds nothing to do.
+    let (strategy, stats) = run_sized(&mut app.conn().await, 10).await.unwrap();
+    assert_eq!(strategy, Strategy::SetBased);
+    assert_eq!(stats.groups, 72);
+    let first = all_rows(&app).await;
+    assert_eq!(app.count("SELECT count(*) FROM rollup_dirty").await, 0);
+    // A few late events for one account: too few marks, then fewer than half the groups.
+    let mut late = spread("late", 12);
+    for e in &mut late {
+        e.account_id = "a1".into();
+    }
+    app.insert(&late).await;
+    let dirty = app.count("SELECT count(*) FROM rollup_dirty").await;
+    assert!(dirty > 0 && dirty * 2 < 18, "{dirty} dirty groups of 18");
+    let (strategy, _) = run_sized(&mut app.conn().await, dirty + 1).await.unwrap();
+    assert_eq!(
+        strategy,
+        Strategy::Incremental,
+        "fewer marks than the threshold"
+    );
+    app.insert(
+        &spread("later", 12)
+            .into_iter()
+            .map(|mut e| {
+                e.account_id = "a1".into();
+                e
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let (strategy, _) = run_sized(&mut app.conn().await, 1).await.unwrap();
+    assert_eq!(strategy, Strategy::Incremental, "most groups are clean");
+    let incremental = all_rows(&app).await;
+    let full = app.rollup_full().await;
+    assert_eq!((full.changed, full.removed), (0, 0));
+    assert_eq!(all_rows(&app).await, incremental);
+    assert!(incremental.len() >= first.len());
+}
+
 #[actix_web::test]
 async fn incremental_runs_and_a_full_rebuild_give_identical_rows_and_ids() {
     let app = org_a().await;

@@ -319,6 +319,49 @@ pub async fn lock_organizations(
         .map(|_| ())
 }
 
+/// Dirty marks from which `usage-api rollup` considers the set-based pass.
+pub const SET_BASED_MIN_MARKS: i64 = 10_000;
+
+/// How a sized run went about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// [`run_full`]: one set-based pass over every event.
+    SetBased,
+    /// [`run_until_clean`]: batches of dirty groups.
+    Incremental,
+}
+
+/// What `usage-api rollup` runs: the set-based pass ([`run_full`]) when at least `min_marks`
+/// groups are dirty and they are at least half of the (organization, account, month) groups
+/// known (after a bulk load), else incremental batches. The set-based pass does the same work
+/// about 2.3× faster (bench/rollup.sh) in one transaction, as crash-safe and exact as the
+/// batches; the batches commit as they go, so they win when few groups changed.
+pub async fn run_sized(
+    conn: &mut AsyncPgConnection,
+    min_marks: i64,
+) -> diesel::QueryResult<(Strategy, RollupStats)> {
+    #[derive(QueryableByName)]
+    struct Mostly {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        mostly: bool,
+    }
+    // The marks are counted up to `min_marks` only: a quick no for the usual small backlog.
+    let sized: Mostly = diesel::sql_query(
+        "WITH marks AS (SELECT count(*) AS n FROM (SELECT 1 FROM rollup_dirty LIMIT $1) m) \
+         SELECT (SELECT n FROM marks) >= $1 AND (SELECT count(*) FROM rollup_dirty) * 2 >= \
+                (SELECT count(*) FROM (SELECT DISTINCT organization_id, account_id, month \
+                                        FROM usage_monthly) g) AS mostly",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(min_marks)
+    .get_result(conn)
+    .await?;
+    if sized.mostly {
+        Ok((Strategy::SetBased, run_full(conn).await?))
+    } else {
+        Ok((Strategy::Incremental, run_until_clean(conn).await?))
+    }
+}
+
 /// Runs incremental batches until no free dirty group is left.
 pub async fn run_until_clean(conn: &mut AsyncPgConnection) -> diesel::QueryResult<RollupStats> {
     run_until_clean_as(conn, uuid::Uuid::new_v4()).await
