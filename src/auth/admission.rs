@@ -60,6 +60,21 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// `rate` requests a second with a burst of `burst`, `concurrency` in flight and as many
+    /// running at once (0 reads as 1), a turn waited for 5 s at most.
+    pub fn new(rate: u32, burst: u32, concurrency: u32) -> Limits {
+        let positive = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        Limits {
+            rate: positive(rate),
+            burst: positive(burst),
+            concurrency,
+            executing: positive(concurrency),
+            turn_wait: Duration::from_secs(5),
+        }
+    }
+}
+
 /// One organization's requests in this replica: how many are in flight, and the turns of those
 /// that run.
 struct Organization {
@@ -220,19 +235,9 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    fn limits(rate: u32, burst: u32, concurrency: u32) -> Limits {
-        Limits {
-            rate: NonZeroU32::new(rate).unwrap(),
-            burst: NonZeroU32::new(burst).unwrap(),
-            concurrency,
-            executing: NonZeroU32::new(concurrency.max(1)).unwrap(),
-            turn_wait: Duration::from_secs(5),
-        }
-    }
-
     #[test]
     fn the_burst_then_the_rate_per_organization() {
-        let admission = Admission::new(limits(1, 3, 100));
+        let admission = Admission::new(Limits::new(1, 3, 100));
         let tickets: Vec<_> = (0..3).map(|_| admission.admit("a").unwrap()).collect();
         let Err(ApiError::RateLimited(refusal)) = admission.admit("a") else {
             panic!("the 4th request within the burst was admitted")
@@ -249,7 +254,7 @@ mod tests {
 
     #[test]
     fn requests_in_flight_are_counted_until_their_ticket_is_dropped() {
-        let admission = Admission::new(limits(1000, 1000, 2));
+        let admission = Admission::new(Limits::new(1000, 1000, 2));
         let first = admission.admit("a").unwrap();
         let second = admission.admit("a").unwrap();
         let Err(ApiError::RateLimited(refusal)) = admission.admit("a") else {
@@ -275,7 +280,7 @@ mod tests {
     async fn admitted_requests_run_in_turns_first_come_first_served() {
         let admission = Admission::new(Limits {
             executing: NonZeroU32::new(1).unwrap(),
-            ..limits(1000, 1000, 8)
+            ..Limits::new(1000, 1000, 8)
         });
         let soon = Duration::from_millis(100);
         let first = admission.admit("a").unwrap();
@@ -315,7 +320,7 @@ mod tests {
         let admission = Admission::new(Limits {
             executing: NonZeroU32::new(1).unwrap(),
             turn_wait: Duration::from_millis(50),
-            ..limits(1000, 1000, 8)
+            ..Limits::new(1000, 1000, 8)
         });
         let first = admission.admit("a").unwrap();
         first.wait_turn().await.unwrap();

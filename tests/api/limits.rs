@@ -14,16 +14,6 @@ use crate::support::{Options, TestApp};
 const LIST: &str = "/express/usage/month";
 const CATEGORIES: &str = "/express/usage/categories";
 
-fn limits(rate: u32, burst: u32, concurrency: u32) -> Limits {
-    Limits {
-        rate: NonZeroU32::new(rate).unwrap(),
-        burst: NonZeroU32::new(burst).unwrap(),
-        concurrency,
-        executing: NonZeroU32::new(concurrency.max(1)).unwrap(),
-        turn_wait: Duration::from_secs(5),
-    }
-}
-
 /// Holds an exclusive lock on the test schema's monthly table from a connection of its own, so
 /// that every read of it waits; dropped (or `release`d), the reads go on.
 struct Blocker {
@@ -82,7 +72,7 @@ async fn wait_for_waiting(app: &TestApp, n: i64, within: Duration) {
 #[actix_web::test]
 async fn past_its_rate_an_organization_gets_429_with_when_to_come_back() {
     let app = TestApp::spawn_with(Options {
-        limits: limits(1, 3, 100),
+        limits: Limits::new(1, 3, 100),
         ..Options::default()
     })
     .await;
@@ -117,7 +107,7 @@ async fn past_its_rate_an_organization_gets_429_with_when_to_come_back() {
 #[actix_web::test]
 async fn requests_in_flight_are_limited_per_organization_not_across_them() {
     let app = TestApp::spawn_with(Options {
-        limits: limits(1000, 1000, 1),
+        limits: Limits::new(1000, 1000, 1),
         ..Options::default()
     })
     .await;
@@ -170,7 +160,7 @@ async fn an_organizations_requests_run_in_turns_and_a_long_wait_is_refused() {
         limits: Limits {
             executing: NonZeroU32::new(1).unwrap(),
             turn_wait: Duration::from_millis(1500),
-            ..limits(1000, 1000, 8)
+            ..Limits::new(1000, 1000, 8)
         },
         ..Options::default()
     })
