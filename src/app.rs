@@ -12,8 +12,10 @@ use crate::auth::Verifier;
 use crate::db::cancel::{Canceller, Checkout};
 use crate::db::DbPool;
 use crate::error::ApiError;
+use crate::usage::read::bodies::BodyCache;
 use crate::usage::read::cache::ReadCache;
 use crate::usage::records::catalogue::Catalogue;
+use crate::usage::records::RecordsCache;
 use crate::usage::triggers::callback::CallbackPolicy;
 use crate::usage::triggers::deliver::Settings;
 
@@ -35,6 +37,10 @@ pub struct AppState {
     pub rollup_wake: std::sync::Arc<tokio::sync::Notify>,
     /// Totals and account sets per data version.
     pub read_cache: Arc<ReadCache>,
+    /// Encoded answers per request, each valid for one data version.
+    pub bodies: Arc<BodyCache>,
+    /// Usage records per request, each valid for one data version.
+    pub records_cache: Arc<RecordsCache>,
     /// The key that signs position tokens, read from the database on first use.
     pub cursor_key: tokio::sync::OnceCell<Vec<u8>>,
     /// The category catalogue (data of the migrations), read on first use.
@@ -72,6 +78,8 @@ impl AppState {
             public_url,
             rollup_wake: Default::default(),
             read_cache: Arc::default(),
+            bodies: Arc::default(),
+            records_cache: Arc::default(),
             cursor_key: Default::default(),
             catalogue: Default::default(),
             max_event_age_days: crate::usage::write::event::DEFAULT_MAX_AGE_DAYS,

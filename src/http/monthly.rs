@@ -14,6 +14,7 @@ use crate::db::cancel::Checkout;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::digest;
 use crate::usage::model::{Month, OrganizationId};
+use crate::usage::read::bodies::BodyCache;
 use crate::usage::read::order::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
 use crate::usage::read::seek::{self, Side};
 use crate::usage::read::{self, filter, MonthlyRow};
@@ -124,9 +125,14 @@ impl ListParams {
 /// A 200 with a HAL body and its validators.
 fn hal(body: &impl serde::Serialize, tag: &str) -> ApiResult<HttpResponse> {
     let json = serde_json::to_string(body).map_err(ApiError::internal)?;
+    Ok(hal_bytes(json.into(), tag))
+}
+
+/// A 200 with an encoded HAL body and its validators.
+fn hal_bytes(body: bytes::Bytes, tag: &str) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     validators(&mut response, tag);
-    Ok(response.content_type(HAL_JSON).body(json))
+    response.content_type(HAL_JSON).body(body)
 }
 
 /// A bodiless 304 with the validators it stands for.
@@ -201,6 +207,22 @@ struct ListTag {
 }
 
 impl ListTag {
+    /// What the list's answers are remembered under (`BodyCache`): every part of the tag but
+    /// the version.
+    fn body_key(&self) -> [u8; 32] {
+        let no_text: &[u8] = b"\xff";
+        BodyCache::key(&[
+            b"usage list v1",
+            self.organization_id.as_bytes(),
+            &self.page.to_le_bytes(),
+            &self.per_page.to_le_bytes(),
+            self.filter.as_deref().map_or(no_text, str::as_bytes),
+            self.order_by.as_deref().map_or(no_text, str::as_bytes),
+            self.base_url.as_bytes(),
+            &[u8::from(self.decimal_strings)],
+        ])
+    }
+
     /// A strong validator of the whole body: it is determined by the organization, the data
     /// version and freshness it shows, the request's own parameters (as the links repeat them)
     /// and the public URL. The position token is not part of it: it changes how the page is
@@ -270,6 +292,10 @@ pub async fn list(
     let key = state.cursor_key(&mut conn).await?.to_vec();
     let seek = params.seek(&key, organization)?;
     let tagger = params.tagger(organization, &state.public_url);
+    let body_key = tagger.body_key();
+    if let Some(answer) = remembered(&req, &mut conn, &principal, &tagger, &state).await? {
+        return Ok(answer);
+    }
     // A revalidation is answered by the domain from the version alone.
     let unchanged = if_none_match(&req).map(|tags| -> read::Unchanged {
         Box::new(move |version| lists(&tags, &tagger.tag(version)))
@@ -289,8 +315,36 @@ pub async fn list(
             foreign.iter().map(ToString::to_string).collect(),
         )),
         read::Listed::NotModified(version) => Ok(not_modified(&tagger.tag(&version))),
-        read::Listed::Page(found, _) => page(&params, &tagger, organization, &key, &found, &state),
+        read::Listed::Page(found, _) => {
+            let (tag, body) = page(&params, &tagger, organization, &key, &found, &state)?;
+            state.bodies.remember(body_key, tag.clone(), body.clone());
+            Ok(hal_bytes(body, &tag))
+        }
     }
+}
+
+/// The answer remembered for this very list at the organization's current version, if any:
+/// a `304` when the caller holds it, else the body as it was served. One statement (the
+/// version) instead of a page and its total.
+async fn remembered(
+    req: &HttpRequest,
+    conn: &mut Checkout,
+    principal: &Principal,
+    tagger: &ListTag,
+    state: &AppState,
+) -> ApiResult<Option<HttpResponse>> {
+    let Some(answer) = state.bodies.get(&tagger.body_key()) else {
+        return Ok(None);
+    };
+    let version = read::version(conn, &principal.organization_id).await?;
+    let tag = tagger.tag(&version);
+    if answer.tag != tag {
+        return Ok(None);
+    }
+    if if_none_match(req).is_some_and(|tags| lists(&tags, &tag)) {
+        return Ok(Some(not_modified(&tag)));
+    }
+    Ok(Some(hal_bytes(answer.bytes.clone(), &tag)))
 }
 
 /// The whole list of `query` streamed in `format`, after the 403 rule.
@@ -317,7 +371,7 @@ async fn export_list(
     Ok(export::stream(req, format, "usage-month", conn, source))
 }
 
-/// The HAL page for `found`, with its links, position tokens and validators.
+/// The HAL page for `found`, with its links and position tokens, encoded, and its tag.
 fn page(
     params: &ListParams,
     tagger: &ListTag,
@@ -325,7 +379,7 @@ fn page(
     key: &[u8],
     found: &read::Page,
     state: &AppState,
-) -> ApiResult<HttpResponse> {
+) -> ApiResult<(String, bytes::Bytes)> {
     let base_url = state.public_url.as_str();
     let cursors = cursors(params, organization, key, found);
     let tag = tagger.tag(&found.version);
@@ -349,7 +403,8 @@ fn page(
         &links,
         cursors,
     );
-    hal(&body, &tag)
+    let json = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+    Ok((tag, json.into()))
 }
 
 /// Position tokens for the links out of this page: `next` starts after its last row, `prev`

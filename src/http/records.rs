@@ -418,19 +418,21 @@ const CSV_HEADER: [&str; 12] = [
 /// A chunk that cannot be written ends the body with an error (the client sees a broken
 /// transfer, never a silently shorter file).
 fn csv_body(
-    records: Vec<Record>,
+    records: Arc<Vec<Record>>,
     target: Target,
     as_of: String,
     catalogue: Arc<Catalogue>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    let chunk = move |rows: &mut std::vec::IntoIter<Record>, first: bool| {
+    let chunk = move |records: &[Record], at: &mut usize, first: bool| {
+        let mut rows = records[(*at).min(records.len())..].iter();
         let mut out = csv::Writer::from_writer(Vec::new());
         if first {
             out.write_record(CSV_HEADER)?;
         }
         let mut written = first;
         for record in rows.by_ref().take(CSV_CHUNK) {
-            let w = wire(&record, &target, &as_of, &catalogue);
+            *at += 1;
+            let w = wire(record, &target, &as_of, &catalogue);
             out.write_record([
                 &w.category,
                 &w.description,
@@ -450,9 +452,9 @@ fn csv_body(
         let bytes = out.into_inner().map_err(|err| err.into_error())?;
         Ok::<_, std::io::Error>(written.then(|| bytes::Bytes::from(bytes)))
     };
-    futures_util::stream::unfold(Some((records.into_iter(), true)), move |state| {
-        let next = state.and_then(|(mut rows, first)| match chunk(&mut rows, first) {
-            Ok(Some(bytes)) => Some((Ok(bytes), Some((rows, false)))),
+    futures_util::stream::unfold(Some((0, true)), move |state| {
+        let next = state.and_then(|(mut at, first)| match chunk(&records, &mut at, first) {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some((at, false)))),
             Ok(None) => None,
             Err(err) => Some((Err(err), None)),
         });
@@ -541,11 +543,18 @@ pub async fn list(
     let catalogue = state.catalogue(&mut conn).await?;
     let params = Params::parse(req.query_string(), today, &catalogue)?;
     let request = request_of(&target, &params, today)?;
-    let (version, found) =
-        match records::read(&mut conn, &principal.organization_id, &request, &catalogue).await? {
-            Outcome::Forbidden => return Err(ApiError::ForbiddenAccounts(vec![target.sid])),
-            Outcome::Records(version, found) => (version, found),
-        };
+    let (version, found) = match records::read_remembered(
+        &mut conn,
+        &principal.organization_id,
+        &request,
+        &catalogue,
+        &state.records_cache,
+    )
+    .await?
+    {
+        Outcome::Forbidden => return Err(ApiError::ForbiddenAccounts(vec![target.sid])),
+        Outcome::Records(version, found) => (version, found),
+    };
     let as_of = version
         .as_of
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

@@ -510,3 +510,72 @@ async fn the_official_twilio_sdk_reads_every_subresource_unchanged() {
     // Auto-paging really paged: the daily list alone is several pages of 9.
     assert!(out["requests"].as_u64().unwrap() > 20, "{out}");
 }
+
+#[actix_web::test]
+async fn any_page_of_a_range_read_once_is_answered_without_reading_it_again() {
+    let (app, mut org_a, _) = setup().await;
+    let tree = ancestors(&app).await;
+    let range = "StartDate=2023-12-31&EndDate=2024-01-20";
+    let path = format!("/2010-04-01/Accounts/org-a/Usage/Records/Daily.json?{range}&PageSize=7");
+    let oracle_now = |events: &[NewEvent]| {
+        oracle(
+            events,
+            &tree,
+            Cut::Day,
+            d("2023-12-31"),
+            d("2024-01-20"),
+            None,
+        )
+    };
+    assert_eq!(app.get(&path, &token("org-a")).await.status, 200);
+
+    // With the aggregates locked, a page never asked for is still answered: the range was read
+    // whole, once, for this data version.
+    let mut locker = app.conn().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut locker,
+        "BEGIN; LOCK TABLE usage_daily, usage_daily_totals, usage_monthly_totals \
+         IN ACCESS EXCLUSIVE MODE",
+    )
+    .await
+    .unwrap();
+    let third = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.get(&format!("{path}&Page=3"), &token("org-a")),
+    )
+    .await;
+    diesel_async::SimpleAsyncConnection::batch_execute(&mut locker, "ROLLBACK")
+        .await
+        .unwrap();
+    let third = third.expect("a remembered range never waits for the aggregates");
+    assert_eq!(third.status, 200, "{}", third.body);
+    assert_eq!(third.body["page"], 3);
+    assert_eq!(third.body["start"], 21);
+    let (all, pages) = walk(&app, &path, "org-a").await;
+    assert_eq!(all, oracle_now(&org_a));
+    assert_eq!(third.body, pages[3], "the page the walk read by its link");
+    assert_eq!(records_of(&third.body).len(), 7);
+
+    // An account's records are its own entry: org-a's range never answers for a1.
+    let a1 = app
+        .get(&path.replace("/org-a/", "/a1/"), &token("org-a"))
+        .await;
+    assert_eq!(a1.status, 200);
+    assert!(a1.body["usage_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["account_sid"] == "a1"));
+
+    // New usage in the range: the next answer is read again and shows it.
+    let mut more = events("later", "a2");
+    for e in &mut more {
+        e.occurred_at = at("2024-01-10T12:00:00Z");
+    }
+    app.insert(&more).await;
+    app.rollup().await;
+    org_a.extend(more);
+    let (after, _) = walk(&app, &path, "org-a").await;
+    assert_eq!(after, oracle_now(&org_a));
+    assert_ne!(after, all);
+}

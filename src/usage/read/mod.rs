@@ -1,6 +1,7 @@
 //! Reads of the rollup table, always inside one organization: a filtered, ordered page with its
 //! exact total, and a single record by id.
 
+pub mod bodies;
 pub mod cache;
 pub mod column;
 pub mod filter;

@@ -7,16 +7,21 @@ pub mod catalogue;
 pub mod query;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
 
 use self::catalogue::{Catalogue, TOTAL_PRICE};
 use self::query::{periods, Granularity, Scope, Sums};
 use crate::db::schema::accounts;
 use crate::usage::amount::Amount;
+use crate::usage::digest;
 use crate::usage::model::{AccountId, OrganizationId};
+use crate::usage::read::cache::VersionKey;
 use crate::usage::read::{self as monthly, Version};
 
 /// Most periods one request may cut its range into (ten years of days).
@@ -56,7 +61,90 @@ pub enum Outcome {
     /// The sid is neither the organization nor one of its accounts.
     Forbidden,
     /// Every record of the range, in order, and the version they show.
-    Records(Version, Vec<Record>),
+    Records(Version, Arc<Vec<Record>>),
+}
+
+/// A range of records and the data version it was read at.
+type Remembered = (VersionKey, Arc<Vec<Record>>);
+
+/// Records remembered at most (about 200 bytes each: some 40 MB).
+const REMEMBERED_RECORDS: u64 = 200_000;
+
+/// What the records route remembers between requests: per (organization, request), the
+/// newest range of records read and the data version it was read at. Every part of a records
+/// answer (the sid's ownership, the first day with usage, the sums) changes only with the
+/// organization's data version, so a request whose version is the remembered one takes the
+/// records without reading them, and any page of a range is as quick as the first. Bounded by
+/// records; nothing is invalidated, an older version simply no longer matches.
+pub struct RecordsCache {
+    entries: Cache<[u8; 32], Arc<Remembered>, ByRecords>,
+}
+
+#[derive(Clone)]
+struct ByRecords;
+
+impl Weighter<[u8; 32], Arc<Remembered>> for ByRecords {
+    fn weight(&self, _key: &[u8; 32], entry: &Arc<Remembered>) -> u64 {
+        entry.1.len() as u64 + 1
+    }
+}
+
+impl Default for RecordsCache {
+    fn default() -> Self {
+        RecordsCache {
+            entries: Cache::with_weighter(10_000, REMEMBERED_RECORDS, ByRecords),
+        }
+    }
+}
+
+impl RecordsCache {
+    /// What a request is remembered under: the organization and the request, dates resolved.
+    fn key(organization: &OrganizationId, request: &RecordsRequest) -> [u8; 32] {
+        let day = |d: Option<NaiveDate>| d.map_or(i32::MIN, |d| d.num_days_from_ce());
+        let granularity: &[u8] = match request.granularity {
+            Granularity::Whole => b"whole",
+            Granularity::Daily => b"daily",
+            Granularity::Monthly => b"monthly",
+            Granularity::Yearly => b"yearly",
+        };
+        digest::sha256(&[
+            b"usage records v1",
+            organization.as_str().as_bytes(),
+            request.sid.as_bytes(),
+            granularity,
+            &day(request.start).to_le_bytes(),
+            &day(Some(request.end)).to_le_bytes(),
+            request
+                .category
+                .as_deref()
+                .map_or(b"\xff".as_slice(), str::as_bytes),
+        ])
+    }
+}
+
+/// [`read`], or the records remembered for this request when the organization's version is
+/// still theirs (then one statement, the version, instead of a snapshot of four).
+pub async fn read_remembered(
+    conn: &mut AsyncPgConnection,
+    organization: &OrganizationId,
+    request: &RecordsRequest,
+    catalogue: &Catalogue,
+    cache: &RecordsCache,
+) -> QueryResult<Outcome> {
+    let key = RecordsCache::key(organization, request);
+    if let Some(entry) = cache.entries.get(&key) {
+        let version = monthly::version(conn, organization).await?;
+        if entry.0 == version.key() {
+            return Ok(Outcome::Records(version, entry.1.clone()));
+        }
+    }
+    let outcome = read(conn, organization, request, catalogue).await?;
+    if let Outcome::Records(version, found) = &outcome {
+        cache
+            .entries
+            .insert(key, Arc::new((version.key(), found.clone())));
+    }
+    Ok(outcome)
 }
 
 /// The scope `sid` names for `organization`: all its accounts, one of them, or none.
@@ -122,7 +210,7 @@ pub async fn read(
             let periods = periods(request.granularity, start, request.end);
             Ok(Outcome::Records(
                 version,
-                assemble(sums, &periods, catalogue, category),
+                Arc::new(assemble(sums, &periods, catalogue, category)),
             ))
         })
         .await
