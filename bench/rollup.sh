@@ -5,6 +5,9 @@
 # measured in the same run, on bench/read.sh's dataset (1,920,000 events, one per group).
 #
 #   bench/rollup.sh                                   # measure BIN (else: cargo build --release)
+#   GROUP_EVENTS=50 bench/rollup.sh                  # ~50 events per group instead of one:
+#       # database usage_api_bench_rollup50 (built here when missing, through `accounts import`
+#       # and `ingest`): 2,400,000 events of 16,000 accounts, 48,000 groups of exactly 50 events
 #   MONTHLY_BIN=/path/to/old/usage-api bench/rollup.sh
 #       # also measure a binary whose rollup writes monthly aggregates only (e.g. 599009d, the
 #       # last commit before the daily aggregates) against the monthly-only baseline, for the
@@ -28,8 +31,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 SERVER=${DATABASE_URL:-postgres://root@127.0.0.1:5432/usage_api}
-DB="${SERVER%/*}/usage_api_bench_read"
-RESULTS=${RESULTS:-$ROOT/bench/results/rollup-$(date -u +%Y-%m-%d).md}
+GROUP_EVENTS=${GROUP_EVENTS:-1}
+case $GROUP_EVENTS in
+    1) DB="${SERVER%/*}/usage_api_bench_read" SHAPE="bench/read.sh's dataset, one event per group" ;;
+    50) DB="${SERVER%/*}/usage_api_bench_rollup50" SHAPE="50 events per group" ;;
+    *) echo "GROUP_EVENTS is 1 or 50" >&2; exit 2 ;;
+esac
+SUFFIX=$([[ $GROUP_EVENTS == 1 ]] || echo "-$GROUP_EVENTS-per-group")
+RESULTS=${RESULTS:-$ROOT/bench/results/rollup-$(date -u +%Y-%m-%d)$SUFFIX.md}
 export PGAPPNAME=bench-rollup
 
 source "$ROOT/bench/lib.sh"
@@ -41,6 +50,30 @@ if [[ -z ${BIN:-} ]]; then
     BIN=$ROOT/target/release/usage-api
 fi
 [[ -x $BIN ]] || die "BIN=$BIN is not an executable"
+# The 50-per-group dataset: reseller_files' groups repeat every lcm(accounts, 120) events.
+build_rollup50() {
+    local work=$ROOT/bench/out/rollup50 out
+    mkdir -p "$work"
+    say "building usage_api_bench_rollup50 (2,400,000 events, 48,000 groups)"
+    psql -X -q "${SERVER%/*}/postgres" -c "DROP DATABASE IF EXISTS usage_api_bench_rollup50 WITH (FORCE)" \
+        -c "CREATE DATABASE usage_api_bench_rollup50"
+    DATABASE_URL=$DB "$BIN" migrate >/dev/null
+    reseller_files "$DB" 2400000 16000 "$work/accounts.csv" "$work/events.csv"
+    out=$(DATABASE_URL=$DB "$BIN" accounts import "$work/accounts.csv" --format csv)
+    say "accounts import: $out"
+    out=$(DATABASE_URL=$DB "$BIN" ingest "$work/events.csv" --format csv)
+    say "ingest: $out"
+    [[ $out == "accepted: 2400000, duplicate: 0, rejected: 0" ]] || die "the ingest did not take every event"
+    DATABASE_URL=$DB "$BIN" rollup --full >/dev/null
+    [[ $(q -Atc "SELECT count(*) || ' ' || min(event_count) || ' ' || max(event_count) FROM usage_monthly") \
+        == "48000 50 50" ]] || die "the dataset does not hold 48,000 groups of 50 events"
+    q -c "CREATE SCHEMA bench; CREATE TABLE bench.dataset (version text PRIMARY KEY);
+          INSERT INTO bench.dataset VALUES ('rollup50-v1'); VACUUM ANALYZE"
+    rm -f "$work/events.csv"
+}
+if [[ $GROUP_EVENTS == 50 ]] && ! q -Atc "SELECT 1 FROM bench.dataset" >/dev/null 2>&1; then
+    build_rollup50
+fi
 q -Atc "SELECT 1 FROM bench.dataset" >/dev/null 2>&1 \
     || die "no dataset in usage_api_bench_read: run DATASET_ONLY=1 bench/read.sh first"
 DATABASE_URL=$DB "$BIN" migrate >/dev/null
@@ -160,7 +193,7 @@ ratio() { calc "${T[$1]} / ${T[$2]}"; }
 {
     say "# Rollup benchmark, $(date -u +%Y-%m-%d)"
     say
-    say "\`bench/rollup.sh\` — $events events (bench/read.sh's dataset, one event per group)," \
+    say "\`GROUP_EVENTS=$GROUP_EVENTS bench/rollup.sh\` — $events events ($SHAPE)," \
         "BIN=$(basename "$BIN")${MONTHLY_BIN:+, MONTHLY_BIN=$(basename "$MONTHLY_BIN")}."
     say "Baseline rows: $base_rows. Product rows: $(rows)."
     say
