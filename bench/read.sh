@@ -16,8 +16,9 @@
 # WRK_TIMEOUT (s, 30: slower answers are counted as timeouts, outside the percentiles),
 # POOL (server's --db-pool-size, default CONNECTIONS), PORT (18090), DATABASE_URL (its server is
 # used; default postgres://root@127.0.0.1:5432/usage_api), REBUILD, BIN, RESULTS (markdown path).
-# The server runs with USAGE_API_ROLLUP_INTERVAL_MS=0 and without RUST_BACKTRACE; its log goes to
-# bench/out/read/server.log.
+# The server runs with USAGE_API_ROLLUP_INTERVAL_MS=0, without RUST_BACKTRACE, and with the
+# per-organization limits lifted (rate, burst, concurrency, turns: one organization's capacity is
+# measured here, its limits by bench/load.sh); its log goes to bench/out/read/server.log.
 #
 # Dataset (database usage_api_bench_read, built once through the product's own commands —
 # `accounts import`, `ingest`, `rollup` — and reused while its version row in bench.dataset
@@ -232,7 +233,11 @@ step "server"
 curl -s -o /dev/null "$BASE/health/live" && die "something already listens on port $PORT (set PORT)"
 # RUST_BACKTRACE would make every error answer symbolize a backtrace (and map the debug info:
 # +140 MB of RSS); the server runs as in production, without it.
+# One organization's capacity is measured, not its limits (bench/load.sh measures those): the
+# per-organization rate, concurrency and turns are lifted.
 env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$DB" \
+    USAGE_API_ORG_RATE=1000000 USAGE_API_ORG_BURST=1000000 USAGE_API_ORG_CONCURRENCY=1000 \
+    USAGE_API_ORG_EXECUTING=1000 \
     "$BIN" serve --bind "127.0.0.1:$PORT" --db-pool-size "$POOL" >"$WORK/server.log" 2>&1 &
 server=$!
 await_ready "$server" "$BASE" "$WORK/server.log"
