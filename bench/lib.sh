@@ -76,12 +76,15 @@ await_ready() {
 }
 
 # start_server DB PORT POOL LOG: `$BIN serve` on 127.0.0.1:PORT against DB (no rollup worker, no
-# backtraces), stopped when the script exits; waits until it is ready. Sets $server (its pid).
+# backtraces, the per-organization limits lifted: capacity is measured here, the limits by
+# bench/load.sh), stopped when the script exits; waits until it is ready. Sets $server (its pid).
 start_server() {
     local db=$1 port=$2 pool=$3 log=$4
     server=""
     trap 'if [[ -n $server ]]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi' EXIT
     env -u RUST_BACKTRACE USAGE_API_ROLLUP_INTERVAL_MS=0 DATABASE_URL="$db" \
+        USAGE_API_ORG_RATE=1000000 USAGE_API_ORG_BURST=1000000 USAGE_API_ORG_CONCURRENCY=1000 \
+        USAGE_API_ORG_EXECUTING=1000 \
         "$BIN" serve --bind "127.0.0.1:$port" --db-pool-size "$pool" >"$log" 2>&1 &
     server=$!
     await_ready "$server" "http://127.0.0.1:$port" "$log"

@@ -10,8 +10,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     let cli = usage_api::cli::Cli::parse();
-    usage_api::cli::init_tracing(&cli.command);
-    match usage_api::cli::run(cli).await {
+    let log = usage_api::cli::init_tracing(&cli.command);
+    let outcome = usage_api::cli::run(cli).await;
+    // The log's last lines before the error's.
+    drop(log);
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::DatabaseArgs;
 use crate::db;
@@ -135,18 +136,31 @@ pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<AsyncPgConnection> {
 /// line: the event's fields at the top level beside `timestamp`, `level`, `target` and
 /// `message`, and the fields of the span it happened in (a request's `request_id`, `method`,
 /// `route`, `organization`, `subject`) under `span`.
-pub fn init_tracing(command: &Command) {
-    let default = match command {
-        Command::Serve(_) | Command::Demo(_) => "info",
-        _ => "warn",
-    };
+///
+/// A server writes a line per request: its lines go through a buffer that a thread of their own
+/// writes out, a batch at a time, so that no request waits for a write to standard error (nothing
+/// is dropped: a full buffer, 128,000 lines, makes the logging wait). Keep the returned guard
+/// until the process ends: dropping it writes out what is left. Colours only on a terminal.
+pub fn init_tracing(command: &Command) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let serving = matches!(command, Command::Serve(_) | Command::Demo(_));
+    let default = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let format = std::env::var("USAGE_API_LOG_FORMAT").unwrap_or_default();
     let json = format.eq_ignore_ascii_case("json");
+    let (writer, guard) = if serving {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("usage-api-log")
+            .finish(std::io::BufWriter::new(std::io::stderr()));
+        (BoxMakeWriter::new(writer), Some(guard))
+    } else {
+        (BoxMakeWriter::new(std::io::stderr), None)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer);
     let _ = if json {
         builder
             .json()
@@ -163,6 +177,7 @@ pub fn init_tracing(command: &Command) {
             "USAGE_API_LOG_FORMAT is neither 'text' nor 'json': logging as text"
         );
     }
+    guard
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
