@@ -68,7 +68,8 @@ build_rollup50() {
     [[ $(q -Atc "SELECT count(*) || ' ' || min(event_count) || ' ' || max(event_count) FROM usage_monthly") \
         == "48000 50 50" ]] || die "the dataset does not hold 48,000 groups of 50 events"
     q -c "CREATE SCHEMA bench; CREATE TABLE bench.dataset (version text PRIMARY KEY);
-          INSERT INTO bench.dataset VALUES ('rollup50-v1'); VACUUM ANALYZE"
+          INSERT INTO bench.dataset VALUES ('rollup50-v1')"
+    q -c "VACUUM ANALYZE"
     rm -f "$work/events.csv"
 }
 if [[ $GROUP_EVENTS == 50 ]] && ! q -Atc "SELECT 1 FROM bench.dataset" >/dev/null 2>&1; then

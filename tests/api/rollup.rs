@@ -126,6 +126,61 @@ async fn incremental_runs_and_a_full_rebuild_give_identical_rows_and_ids() {
     assert_eq!(all_rows(&app).await, incremental);
 }
 
+/// Every daily aggregate and organization total, as text, in key order.
+async fn daily_rows(app: &TestApp) -> String {
+    #[derive(diesel::QueryableByName)]
+    struct Rows {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        rows: String,
+    }
+    let sql = "SELECT concat_ws(E'\\n',
+        (SELECT string_agg(concat_ws('|', organization_id, account_id, day, category, currency,
+                                     unit, event_count, quantity, amount), E'\\n'
+                           ORDER BY organization_id, account_id, day, category, currency, unit)
+           FROM usage_daily),
+        (SELECT string_agg(concat_ws('|', organization_id, day, category, currency, unit,
+                                     event_count, quantity, amount), E'\\n'
+                           ORDER BY organization_id, day, category, currency, unit)
+           FROM usage_daily_totals WHERE event_count <> 0),
+        (SELECT string_agg(concat_ws('|', organization_id, month, category, currency, unit,
+                                     event_count, quantity, amount), E'\\n'
+                           ORDER BY organization_id, month, category, currency, unit)
+           FROM usage_monthly_totals WHERE event_count <> 0)) AS rows";
+    let rows: Rows =
+        diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql), &mut app.conn().await)
+            .await
+            .unwrap();
+    rows.rows
+}
+
+/// A full pass hashes its groups when events share them and sorts the events when each is its
+/// own group (the planner cannot tell): both give the incremental rollup's rows and ids.
+#[actix_web::test]
+async fn a_full_pass_groups_by_hash_or_sort_as_events_share_groups_with_identical_rows() {
+    use rollup::{grouping, Grouping};
+
+    for (count, expected) in [(300, Grouping::Hashed), (60, Grouping::Sorted)] {
+        let app = org_a().await;
+        app.insert(&spread("e", count)).await;
+        assert_eq!(
+            grouping(&mut app.conn().await).await.unwrap(),
+            expected,
+            "{count} events"
+        );
+        app.rollup().await;
+        let (monthly, daily) = (all_rows(&app).await, daily_rows(&app).await);
+        assert!(!daily.is_empty());
+        app.execute(
+            "TRUNCATE usage_monthly, usage_daily, usage_daily_totals, usage_monthly_totals",
+        )
+        .await;
+        let stats = app.rollup_full().await;
+        assert_eq!(stats.changed, monthly.len() as i64, "{count} events");
+        assert_eq!(all_rows(&app).await, monthly, "{count} events");
+        assert_eq!(daily_rows(&app).await, daily, "{count} events");
+    }
+}
+
 #[actix_web::test]
 async fn a_late_event_re_rolls_its_month_only() {
     let app = org_a().await;

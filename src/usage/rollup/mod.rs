@@ -29,13 +29,66 @@ const ROLLUP_LOCK: i32 = 0x726f_6c6c; // "roll"
 /// Dirty groups one incremental transaction takes at most.
 pub const DEFAULT_BATCH: i64 = 5_000;
 
-static FULL: LazyLock<String> = LazyLock::new(|| {
+static FULL: LazyLock<String> = LazyLock::new(|| full_pass(""));
+
+/// The full pass for events that share their groups (see [`Grouping`]): its groups hashed, and
+/// the days written in key order.
+static FULL_HASHED: LazyLock<String> = LazyLock::new(|| {
+    full_pass("ORDER BY organization_id, account_id, day, category, currency, unit")
+});
+
+fn full_pass(daily_order: &str) -> String {
     include_str!("rollup.sql")
         .replace("{events}", "TRUE")
         .replace("{stale_daily}", "TRUE")
         .replace("{stale}", "TRUE")
         .replace("{delta}", "FALSE")
-});
+        .replace("{daily_order}", daily_order)
+}
+
+/// Events of a sample, and the monthly groups they make: how many events share a group.
+#[derive(diesel::QueryableByName)]
+struct Sharing {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    events: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    groups: i64,
+}
+
+/// The first events by (account, time) — whole account-months through the events' account
+/// index, a few milliseconds — and the monthly groups among them.
+const SHARING: &str = "SELECT count(*) AS events,
+       count(DISTINCT (account_id, product_id, aggr_product_id,
+                       date_trunc('month', occurred_at AT TIME ZONE 'UTC'), usage_type,
+                       description, currency, direction, resolution, unit,
+                       trim_scale(unit_price), wallet_name)) AS groups
+FROM (SELECT * FROM usage_events ORDER BY account_id, occurred_at LIMIT 5000) sample";
+
+/// Events per group at or above which a full pass hashes its groups.
+const HASH_FROM_EVENTS_PER_GROUP: i64 = 4;
+
+/// How a full pass groups the events. The planner cannot know how many events share a group,
+/// assumes none do, and sorts every event to group them: right when each event is its own
+/// group (the sort also writes the days in key order), 2.3× slower than hashing when 50 share
+/// each (2.4 M events: 8.7 s against 3.8 s). A sample of whole account-months tells the two
+/// apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    Sorted,
+    Hashed,
+}
+
+/// How the next full pass will group the events.
+pub async fn grouping(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Grouping> {
+    let sample: Sharing = diesel::sql_query(SHARING).get_result(conn).await?;
+    Ok(
+        if sample.events >= HASH_FROM_EVENTS_PER_GROUP * sample.groups.max(1) {
+            Grouping::Hashed
+        } else {
+            Grouping::Sorted
+        },
+    )
+}
 
 /// A full rebuild's organization-wide days and months: recomputed whole, the days from
 /// usage_daily, then the months from those days (rows that did not change are not rewritten;
@@ -82,6 +135,7 @@ static ONE_MONTH: LazyLock<String> = LazyLock::new(|| {
              AND m.month = $4",
         )
         .replace("{delta}", "TRUE")
+        .replace("{daily_order}", "")
 });
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -170,10 +224,21 @@ pub async fn run_full(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Rollu
         )
         .load(conn)
         .await?;
-        let mut stats: RollupStats = diesel::sql_query(FULL.as_str())
+        let pass = match grouping(conn).await? {
+            Grouping::Sorted => FULL.as_str(),
+            Grouping::Hashed => {
+                // A rare pass of a single process: memory for the groups (a table larger than
+                // that spills to disk in batches), and no sort of every event.
+                conn.batch_execute("SET LOCAL work_mem = '256MB'; SET LOCAL enable_sort = off")
+                    .await?;
+                FULL_HASHED.as_str()
+            }
+        };
+        let mut stats: RollupStats = diesel::sql_query(pass)
             .get_result::<Counts>(conn)
             .await?
             .into();
+        conn.batch_execute("SET LOCAL enable_sort = on").await?;
         conn.batch_execute(&FULL_TOTALS).await?;
         stats.fired = triggers::evaluate_all(conn).await?;
         finish(conn, &marks, None).await?;
