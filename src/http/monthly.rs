@@ -323,6 +323,13 @@ pub async fn list(
     }
 }
 
+/// Counts a lookup of a remembered answer: `hit` (served), `stale` (of an older version: read
+/// again) or `miss` (none).
+pub(super) fn remembered_answer(route: &'static str, outcome: &'static str) {
+    metrics::counter!("usage_api_remembered_answers_total", "route" => route, "outcome" => outcome)
+        .increment(1);
+}
+
 /// The answer remembered for this very list at the organization's current version, if any:
 /// a `304` when the caller holds it, else the body as it was served. One statement (the
 /// version) instead of a page and its total.
@@ -334,13 +341,16 @@ async fn remembered(
     state: &AppState,
 ) -> ApiResult<Option<HttpResponse>> {
     let Some(answer) = state.bodies.get(&tagger.body_key()) else {
+        remembered_answer("month", "miss");
         return Ok(None);
     };
     let version = read::version(conn, &principal.organization_id).await?;
     let tag = tagger.tag(&version);
     if answer.tag != tag {
+        remembered_answer("month", "stale");
         return Ok(None);
     }
+    remembered_answer("month", "hit");
     if if_none_match(req).is_some_and(|tags| lists(&tags, &tag)) {
         return Ok(Some(not_modified(&tag)));
     }

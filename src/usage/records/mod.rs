@@ -122,6 +122,12 @@ impl RecordsCache {
     }
 }
 
+/// Counts a lookup (`usage_api_remembered_answers_total`, as the monthly list's).
+fn counted(outcome: &'static str) {
+    metrics::counter!("usage_api_remembered_answers_total", "route" => "records", "outcome" => outcome)
+        .increment(1);
+}
+
 /// [`read`], or the records remembered for this request when the organization's version is
 /// still theirs (then one statement, the version, instead of a snapshot of four).
 pub async fn read_remembered(
@@ -132,12 +138,19 @@ pub async fn read_remembered(
     cache: &RecordsCache,
 ) -> QueryResult<Outcome> {
     let key = RecordsCache::key(organization, request);
-    if let Some(entry) = cache.entries.get(&key) {
-        let version = monthly::version(conn, organization).await?;
-        if entry.0 == version.key() {
-            return Ok(Outcome::Records(version, entry.1.clone()));
+    let remembered = cache.entries.get(&key);
+    let lookup = match remembered {
+        Some(entry) => {
+            let version = monthly::version(conn, organization).await?;
+            if entry.0 == version.key() {
+                counted("hit");
+                return Ok(Outcome::Records(version, entry.1.clone()));
+            }
+            "stale"
         }
-    }
+        None => "miss",
+    };
+    counted(lookup);
     let outcome = read(conn, organization, request, catalogue).await?;
     if let Outcome::Records(version, found) = &outcome {
         cache
