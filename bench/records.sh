@@ -13,7 +13,8 @@
 #
 # Scenarios (wrk -t2, CONNECTIONS connections, DURATION s each, one after the other):
 #   GET /2010-04-01/Accounts/{org}/Usage/Records/{Yearly|Monthly|AllTime}.json
-#       ?StartDate=2023-01-01&EndDate=2024-12-31   for org = reseller and small-0042.
+#       ?StartDate=2023-01-01&EndDate=2024-12-31   for org = reseller and small-0042;
+#   GET …/Records/Daily.json?…&PageSize=50&Page=100 for the reseller, Page=0 for small-0042.
 # Goal (issue 10): the reseller's p50 ≤ 3 × the small organization's, for each subresource.
 # Writes bench/results/records-<date>.md.
 set -euo pipefail
@@ -82,6 +83,26 @@ for sub in Yearly Monthly AllTime; do
     verdict=$(awk "BEGIN { print ($ratio <= 3) ? \"PASS\" : \"MISS\" }")
     rows+=("| $sub | ${RPS[reseller-$sub]} | ${P50[reseller-$sub]} | ${RPS[$SMALL-$sub]} | ${P50[$SMALL-$sub]} | $ratio | $verdict |")
 done
+
+# A deep page by its number: the reseller's Daily records (series × 731 days) at Page=100 against
+# the small organization's first page. The route reads the whole range once per data version and
+# remembers it, so page 100 should cost what page 0 does (issue 15, item 4).
+declare -A DEEP=([reseller]=100 [$SMALL]=0)
+for org in reseller "$SMALL"; do
+    token=$("$BIN" token --org "$org")
+    url="$BASE/2010-04-01/Accounts/$org/Usage/Records/Daily.json?StartDate=2023-01-01&EndDate=2024-12-31&PageSize=50&Page=${DEEP[$org]}"
+    code=$(curl -s -o "$WORK/$org-daily.json" -w '%{http_code}' -H "Authorization: Bearer $token" "$url")
+    [[ $code == 200 ]] || die "GET $url answered $code: $(head -c 300 "$WORK/$org-daily.json")"
+    COUNT[$org-daily]=$(jq '.usage_records | length' "$WORK/$org-daily.json")
+    [[ ${COUNT[$org-daily]} == 50 ]] || die "$url holds ${COUNT[$org-daily]} records, not 50"
+    wrk_p50 "$org-daily" "$url" "$token"
+    P50[$org-daily]=$WRK_P50
+    RPS[$org-daily]=$WRK_RPS
+    say "Daily $org Page=${DEEP[$org]}: ${RPS[$org-daily]} req/s, p50 ${P50[$org-daily]} ms"
+done
+ratio=$(calc "${P50[reseller-daily]} / ${P50[$SMALL-daily]}" %.2f)
+verdict=$(awk "BEGIN { print ($ratio <= 3) ? \"PASS\" : \"MISS\" }")
+rows+=("| Daily, reseller Page=100 vs $SMALL Page=0 (PageSize=50) | ${RPS[reseller-daily]} | ${P50[reseller-daily]} | ${RPS[$SMALL-daily]} | ${P50[$SMALL-daily]} | $ratio | $verdict |")
 
 commit=${COMMIT:-$(git -C "$(dirname "$BIN")" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 {
