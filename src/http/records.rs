@@ -16,6 +16,8 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::usage::model::OrganizationId;
+use crate::usage::read::bodies::BodyCache;
 use crate::usage::records::catalogue::Catalogue;
 use crate::usage::records::query::Granularity;
 use crate::usage::records::{self, Outcome, Record, RecordsRequest, MAX_PERIODS};
@@ -543,6 +545,21 @@ pub async fn list(
     let catalogue = state.catalogue(&mut conn).await?;
     let params = Params::parse(req.query_string(), today, &catalogue)?;
     let request = request_of(&target, &params, today)?;
+    let organization = &principal.organization_id;
+    // A JSON page is remembered whole (a CSV streams the range).
+    let page_key =
+        (target.extension != ".csv").then(|| page_key(organization, &target, &params, &request));
+    if let Some(key) = &page_key {
+        if let Some(answer) = state.bodies.get(key) {
+            let version = crate::usage::read::version(&mut conn, organization).await?;
+            if answer.tag == page_tag(key, &version) {
+                super::monthly::remembered_answer("records", "hit");
+                return Ok(records_response()
+                    .content_type("application/json")
+                    .body(answer.bytes.clone()));
+            }
+        }
+    }
     let (version, found) = match records::read_remembered(
         &mut conn,
         &principal.organization_id,
@@ -558,11 +575,8 @@ pub async fn list(
     let as_of = version
         .as_of
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut response = HttpResponse::Ok();
-    response
-        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
-        .insert_header((header::VARY, "Authorization"));
-    if target.extension == ".csv" {
+    let mut response = records_response();
+    let Some(key) = page_key else {
         return Ok(response
             .content_type("text/csv; charset=utf-8")
             .insert_header((
@@ -570,8 +584,59 @@ pub async fn list(
                 "attachment; filename=\"usage-records.csv\"",
             ))
             .streaming(csv_body(found, target, as_of, catalogue)));
-    }
-    Ok(response.json(json_page(&found, &target, &params, &as_of, &catalogue)))
+    };
+    let page = json_page(&found, &target, &params, &as_of, &catalogue);
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
+    state
+        .bodies
+        .remember(key, page_tag(&key, &version), bytes.clone());
+    Ok(response.content_type("application/json").body(bytes))
+}
+
+/// A 200 of this resource, before its body: private to the caller, revalidated before reuse.
+fn records_response() -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CACHE_CONTROL, "private, no-cache"))
+        .insert_header((header::VARY, "Authorization"));
+    response
+}
+
+/// What a JSON page is remembered under (`BodyCache`): the organization and everything of the
+/// request its body shows (the URIs repeat the parameters as sent), the dates resolved.
+fn page_key(
+    organization: &OrganizationId,
+    target: &Target,
+    params: &Params,
+    request: &RecordsRequest,
+) -> [u8; 32] {
+    let text = |t: Option<&str>| t.map_or(b"\xff".to_vec(), |t| t.as_bytes().to_vec());
+    let day = |d: Option<NaiveDate>| d.map_or(i32::MIN, |d| d.num_days_from_ce()).to_le_bytes();
+    BodyCache::key(&[
+        b"usage records page v1",
+        organization.as_str().as_bytes(),
+        target.version.as_bytes(),
+        target.sid.as_bytes(),
+        target.sub.segment().as_bytes(),
+        target.extension.as_bytes(),
+        &text(params.category.as_deref()),
+        &text(params.start_date.as_ref().map(|(sent, _)| sent.as_str())),
+        &text(params.end_date.as_ref().map(|(sent, _)| sent.as_str())),
+        &params.page.to_le_bytes(),
+        &params.page_size.to_le_bytes(),
+        &day(request.start),
+        &day(Some(request.end)),
+    ])
+}
+
+/// The page's validator: its key and the data version and freshness it shows.
+fn page_tag(key: &[u8; 32], version: &crate::usage::read::Version) -> String {
+    crate::usage::digest::hex(&crate::usage::digest::sha256(&[
+        key,
+        &version.epoch.to_le_bytes(),
+        &version.data_version.to_le_bytes(),
+        &version.as_of.timestamp_micros().to_le_bytes(),
+    ]))
 }
 
 /// Errors of this resource carry their HTTP status in the body too (`"status": 404`), as
