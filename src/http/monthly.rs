@@ -228,19 +228,11 @@ impl ListTag {
     /// and the public URL. The position token is not part of it: it changes how the page is
     /// read, never what it holds.
     fn tag(&self, version: &read::Version) -> String {
-        let no_text: &[u8] = b"\xff";
         strong_tag(&[
-            b"usage list v1",
-            self.organization_id.as_bytes(),
+            &self.body_key(),
             &version.epoch.to_le_bytes(),
             &version.data_version.to_le_bytes(),
             &version.as_of.timestamp_micros().to_le_bytes(),
-            &self.page.to_le_bytes(),
-            &self.per_page.to_le_bytes(),
-            self.filter.as_deref().map_or(no_text, str::as_bytes),
-            self.order_by.as_deref().map_or(no_text, str::as_bytes),
-            self.base_url.as_bytes(),
-            &[u8::from(self.decimal_strings)],
         ])
     }
 }

@@ -232,6 +232,18 @@ struct Target {
 }
 
 impl Target {
+    /// The resource a path names (API version, `AccountSid`, `Records…` tail), if any.
+    fn of((version, sid, tail): (String, String, String)) -> Option<Target> {
+        let version = VERSIONS.into_iter().find(|v| *v == version)?;
+        let (sub, extension) = parse_tail(&tail)?;
+        Some(Target {
+            version,
+            sid,
+            sub,
+            extension: extension.to_owned(),
+        })
+    }
+
     fn path(&self, sub: Subresource) -> String {
         let segment = match sub {
             Subresource::Root => String::new(),
@@ -527,19 +539,8 @@ pub async fn list(
     path: web::Path<(String, String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (version, sid, tail) = path.into_inner();
-    let version = VERSIONS
-        .into_iter()
-        .find(|v| *v == version)
-        .ok_or(ApiError::NotFound)?;
-    let (sub, extension) = parse_tail(&tail).ok_or(ApiError::NotFound)?;
+    let target = Target::of(path.into_inner()).ok_or(ApiError::NotFound)?;
     principal.require(READ_SCOPE)?;
-    let target = Target {
-        version,
-        sid,
-        sub,
-        extension: extension.to_owned(),
-    };
     let today = Utc::now().date_naive();
     let mut conn = state.replica().await?;
     let catalogue = state.catalogue(&mut conn).await?;
@@ -549,16 +550,8 @@ pub async fn list(
     // A JSON page is remembered whole (a CSV streams the range).
     let page_key =
         (target.extension != ".csv").then(|| page_key(organization, &target, &params, &request));
-    if let Some(key) = &page_key {
-        if let Some(answer) = state.bodies.get(key) {
-            let version = crate::usage::read::version(&mut conn, organization).await?;
-            if answer.tag == page_tag(key, &version) {
-                super::monthly::remembered_answer("records", "hit");
-                return Ok(records_response()
-                    .content_type("application/json")
-                    .body(answer.bytes.clone()));
-            }
-        }
+    if let Some(answer) = remembered(&mut conn, organization, page_key.as_ref(), &state).await? {
+        return Ok(answer);
     }
     let (version, found) = match records::read_remembered(
         &mut conn,
@@ -591,6 +584,28 @@ pub async fn list(
         .bodies
         .remember(key, page_tag(&key, &version), bytes.clone());
     Ok(response.content_type("application/json").body(bytes))
+}
+
+/// The JSON page remembered under `key`, when the organization's data is still the version it
+/// showed: one statement (the version) instead of the range.
+async fn remembered(
+    conn: &mut crate::db::cancel::Checkout,
+    organization: &OrganizationId,
+    key: Option<&[u8; 32]>,
+    state: &AppState,
+) -> ApiResult<Option<HttpResponse>> {
+    let Some((key, answer)) = key.and_then(|key| Some((key, state.bodies.get(key)?))) else {
+        return Ok(None);
+    };
+    let version = crate::usage::read::version(conn, organization).await?;
+    if answer.tag != page_tag(key, &version) {
+        return Ok(None);
+    }
+    super::monthly::remembered_answer("records", "hit");
+    let response = records_response()
+        .content_type("application/json")
+        .body(answer.bytes.clone());
+    Ok(Some(response))
 }
 
 /// A 200 of this resource, before its body: private to the caller, revalidated before reuse.
