@@ -14,7 +14,7 @@ use crate::db::cancel::Checkout;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::digest;
 use crate::usage::model::{Month, OrganizationId};
-use crate::usage::read::bodies::BodyCache;
+use crate::usage::read::bodies::{self, BodyCache};
 use crate::usage::read::order::{self, Order, DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE};
 use crate::usage::read::seek::{self, Side};
 use crate::usage::read::{self, filter, MonthlyRow};
@@ -285,7 +285,9 @@ pub async fn list(
     let seek = params.seek(&key, organization)?;
     let tagger = params.tagger(organization, &state.public_url);
     let body_key = tagger.body_key();
-    if let Some(answer) = remembered(&req, &mut conn, &principal, &tagger, &state).await? {
+    if let Some(answer) =
+        remembered(&req, &mut conn, &principal, (&tagger, &body_key), &state).await?
+    {
         return Ok(answer);
     }
     // A revalidation is answered by the domain from the version alone.
@@ -315,13 +317,6 @@ pub async fn list(
     }
 }
 
-/// Counts a lookup of a remembered answer: `hit` (served), `stale` (of an older version: read
-/// again) or `miss` (none).
-pub(super) fn remembered_answer(route: &'static str, outcome: &'static str) {
-    metrics::counter!("usage_api_remembered_answers_total", "route" => route, "outcome" => outcome)
-        .increment(1);
-}
-
 /// The answer remembered for this very list at the organization's current version, if any:
 /// a `304` when the caller holds it, else the body as it was served. One statement (the
 /// version) instead of a page and its total.
@@ -329,20 +324,20 @@ async fn remembered(
     req: &HttpRequest,
     conn: &mut Checkout,
     principal: &Principal,
-    tagger: &ListTag,
+    (tagger, body_key): (&ListTag, &[u8; 32]),
     state: &AppState,
 ) -> ApiResult<Option<HttpResponse>> {
-    let Some(answer) = state.bodies.get(&tagger.body_key()) else {
-        remembered_answer("month", "miss");
+    let Some(answer) = state.bodies.get(body_key) else {
+        bodies::counted("month", "miss");
         return Ok(None);
     };
     let version = read::version(conn, &principal.organization_id).await?;
     let tag = tagger.tag(&version);
     if answer.tag != tag {
-        remembered_answer("month", "stale");
+        bodies::counted("month", "stale");
         return Ok(None);
     }
-    remembered_answer("month", "hit");
+    bodies::counted("month", "hit");
     if if_none_match(req).is_some_and(|tags| lists(&tags, &tag)) {
         return Ok(Some(not_modified(&tag)));
     }

@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::auth::{Principal, READ_SCOPE};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::usage::model::OrganizationId;
-use crate::usage::read::bodies::BodyCache;
+use crate::usage::read::bodies::{self, BodyCache};
 use crate::usage::records::catalogue::Catalogue;
 use crate::usage::records::query::Granularity;
 use crate::usage::records::{self, Outcome, Record, RecordsRequest, MAX_PERIODS};
@@ -601,7 +601,7 @@ async fn remembered(
     if answer.tag != page_tag(key, &version) {
         return Ok(None);
     }
-    super::monthly::remembered_answer("records", "hit");
+    bodies::counted("records", "hit");
     let response = records_response()
         .content_type("application/json")
         .body(answer.bytes.clone());

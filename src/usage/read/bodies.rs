@@ -83,6 +83,13 @@ impl BodyCache {
     }
 }
 
+/// Counts a lookup of a remembered answer (`usage_api_remembered_answers_total`): `hit`
+/// (served), `stale` (remembered for an older version: read again) or `miss` (none).
+pub fn counted(route: &'static str, outcome: &'static str) {
+    metrics::counter!("usage_api_remembered_answers_total", "route" => route, "outcome" => outcome)
+        .increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

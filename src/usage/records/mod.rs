@@ -21,6 +21,7 @@ use crate::db::schema::accounts;
 use crate::usage::amount::Amount;
 use crate::usage::digest;
 use crate::usage::model::{AccountId, OrganizationId};
+use crate::usage::read::bodies;
 use crate::usage::read::cache::VersionKey;
 use crate::usage::read::{self as monthly, Version};
 
@@ -122,12 +123,6 @@ impl RecordsCache {
     }
 }
 
-/// Counts a lookup (`usage_api_remembered_answers_total`, as the monthly list's).
-fn counted(outcome: &'static str) {
-    metrics::counter!("usage_api_remembered_answers_total", "route" => "records", "outcome" => outcome)
-        .increment(1);
-}
-
 /// [`read`], or the records remembered for this request when the organization's version is
 /// still theirs (then one statement, the version, instead of a snapshot of four).
 pub async fn read_remembered(
@@ -143,14 +138,14 @@ pub async fn read_remembered(
         Some(entry) => {
             let version = monthly::version(conn, organization).await?;
             if entry.0 == version.key() {
-                counted("hit");
+                bodies::counted("records", "hit");
                 return Ok(Outcome::Records(version, entry.1.clone()));
             }
             "stale"
         }
         None => "miss",
     };
-    counted(lookup);
+    bodies::counted("records", lookup);
     let outcome = read(conn, organization, request, catalogue).await?;
     if let Outcome::Records(version, found) = &outcome {
         cache
